@@ -11,6 +11,7 @@
  */
 
 import { ErrorCode, IrqChipError } from './errors.ts';
+import { threadMayBlock } from './thread.ts';
 
 /** Index of the lock word: 0 = free, 1 = held. */
 const LOCK_STATE = 0;
@@ -19,18 +20,9 @@ const LOCK_WAITERS = 1;
 /** Words reserved for the lock at the start of every state buffer. */
 export const LOCK_WORDS = 2;
 
-/** Spins this many times before sleeping (or, on a thread that may not block, keeps spinning). */
+/** Spins this many times before sleeping (a thread that may not block keeps spinning). */
 const SPINS_BEFORE_SLEEP = 64;
 
-/** Whether this thread may call `Atomics.wait` (workers may; the main thread of Node may not in browsers). */
-const canBlock: boolean = (() => {
-  try {
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1, 0);
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 /** Allocates the state words of a controller: `LOCK_WORDS` lock words followed by `modelWords`. */
 export function allocateStateWords(modelWords: number): Int32Array {
@@ -41,7 +33,7 @@ export function allocateStateWords(modelWords: number): Int32Array {
 export function acquireLock(words: Int32Array): void {
   for (let spin = 0; ; spin++) {
     if (Atomics.compareExchange(words, LOCK_STATE, 0, 1) === 0) return;
-    if (spin >= SPINS_BEFORE_SLEEP && canBlock) {
+    if (spin >= SPINS_BEFORE_SLEEP && threadMayBlock) {
       Atomics.add(words, LOCK_WAITERS, 1);
       Atomics.wait(words, LOCK_STATE, 1, 1);
       Atomics.sub(words, LOCK_WAITERS, 1);
