@@ -119,15 +119,12 @@ export function isMsiDeliveryMode(deliveryMode: number): boolean {
 }
 
 /**
- * Whether the MSI sets bits that are reserved under `format`: address bits 11:4 (minus the
- * extended-destination bits when that scheme is on) or data bits 13:11 and 31:16. Hardware
- * ignores them; the bus counts such messages so a misprogrammed device is visible.
+ * Whether the MSI sets reserved bits: address bits 11:4 (only bit 4 when the extended destination
+ * ID gives 11:5 a meaning) or data bits 13:11 and 31:16. Hardware ignores them; the bus counts
+ * such messages so a misprogrammed device is visible.
  */
-export function hasReservedBits(addressLow: number, data: number, format: MsiDestinationFormat = {}): boolean {
-  const reservedAddressBits =
-    format.extendedDestinationId === true
-      ? ADDRESS_REMAPPABLE_FORMAT
-      : ADDRESS_RESERVED_BITS;
+export function hasReservedBits(addressLow: number, data: number, extendedDestinationId: boolean): boolean {
+  const reservedAddressBits = extendedDestinationId ? ADDRESS_REMAPPABLE_FORMAT : ADDRESS_RESERVED_BITS;
   return (addressLow & reservedAddressBits) !== 0 || (data & DATA_RESERVED_BITS) !== 0;
 }
 
@@ -262,6 +259,11 @@ function maxDestination(format: MsiDestinationFormat): number {
   return MAX_XAPIC_DESTINATION;
 }
 
+/** For one-bit fields a JavaScript caller may still pass anything in. */
+function isBit(value: number): boolean {
+  return value === 0 || value === 1;
+}
+
 function checkFields(fields: MsiFields, format: MsiDestinationFormat): void {
   const widest = maxDestination(format);
   check(
@@ -275,8 +277,8 @@ function checkFields(fields: MsiFields, format: MsiDestinationFormat): void {
     ErrorCode.EINVAL,
     `MSI delivery mode must be an integer in [0, 7], got ${String(fields.deliveryMode)}`,
   );
-  check(fields.destinationMode === DestinationMode.Physical || fields.destinationMode === DestinationMode.Logical, ErrorCode.EINVAL, 'MSI destination mode must be 0 or 1');
-  check(fields.triggerMode === TriggerMode.Edge || fields.triggerMode === TriggerMode.Level, ErrorCode.EINVAL, 'MSI trigger mode must be 0 or 1');
+  check(isBit(fields.destinationMode), ErrorCode.EINVAL, 'MSI destination mode must be 0 or 1');
+  check(isBit(fields.triggerMode), ErrorCode.EINVAL, 'MSI trigger mode must be 0 or 1');
   check(
     fields.triggerMode === TriggerMode.Level || fields.level,
     ErrorCode.EINVAL,

@@ -1,0 +1,18 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import * as irqchip from '../src/index.ts';
+
+test('the public entry point exports the foundation names and loads no native code', () => {
+  for (const name of ['IrqChipError', 'ErrorCode', 'Event', 'MemoryEvent', 'IrqEdgeEvent', 'IrqLevelEvent', 'VirtualClock', 'HostClock']) {
+    assert.ok(name in irqchip, `${name} is exported`);
+  }
+  assert.deepEqual(Object.values(irqchip.ErrorCode).sort(), ['EAGAIN', 'EBUSY', 'EEXIST', 'EINVAL', 'ENOENT', 'ENOSPC', 'ENOTTY']);
+});
+
+test('IrqChipError carries its errno-like code and says it in the message', () => {
+  const error = new irqchip.IrqChipError(irqchip.ErrorCode.ENOSPC, 'no GSI left');
+  assert.equal(error.code, 'ENOSPC');
+  assert.equal(error.name, 'IrqChipError');
+  assert.match(error.message, /^ENOSPC: no GSI left$/);
+  assert.ok(error instanceof Error);
+});
