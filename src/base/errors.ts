@@ -38,16 +38,16 @@ export class IrqChipError extends Error {
   }
 }
 
-/** Throws `IrqChipError(code, message)` unless `condition` holds. */
-export function check(condition: boolean, code: ErrorCode, message: string): asserts condition {
-  if (!condition) throw new IrqChipError(code, message);
+/**
+ * Throws `IrqChipError(code, message)` unless `condition` holds. Pass the message as a function
+ * on hot paths: a template string is formatted on every call, even when the check passes.
+ */
+export function check(condition: boolean, code: ErrorCode, message: string | (() => string)): asserts condition {
+  if (!condition) throw new IrqChipError(code, typeof message === 'string' ? message : message());
 }
 
 /** Validates that `value` is an integer in [min, max]; throws EINVAL naming `what` otherwise. */
 export function checkRange(value: number, min: number, max: number, what: string): void {
-  check(
-    Number.isInteger(value) && value >= min && value <= max,
-    ErrorCode.EINVAL,
-    `${what} must be an integer in [${min}, ${max}], got ${String(value)}`,
-  );
+  if (Number.isInteger(value) && value >= min && value <= max) return;
+  throw new IrqChipError(ErrorCode.EINVAL, `${what} must be an integer in [${min}, ${max}], got ${String(value)}`);
 }

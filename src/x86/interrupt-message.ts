@@ -65,9 +65,13 @@ export interface InterruptMessageSink {
   deliver(message: InterruptMessage): number;
 }
 
-/** Receives an EOI broadcast from a local APIC (the vector whose TMR bit was set), i.e. the IOAPIC. */
+/**
+ * Receives an EOI broadcast from a local APIC, i.e. the IOAPIC. `triggerMode` is the EOIed
+ * vector's TMR bit (KVM passes it the same way); a local APIC broadcasts level EOIs, so it defaults
+ * to `Level`.
+ */
 export interface EoiBroadcastListener {
-  endOfInterrupt(vector: number): void;
+  endOfInterrupt(vector: number, triggerMode?: TriggerMode): void;
 }
 
 /**
