@@ -12,8 +12,8 @@
  */
 
 import { ErrorCode, IrqChipError } from '../base/errors.ts';
+import { IOAPIC_PIN_COUNT } from '../x86/ioapic/ioapic.ts';
 import {
-  IOAPIC_PIN_COUNT,
   IrqSourceChip,
   defaultIrqRoutes,
   sourcesConflict,

@@ -7,6 +7,7 @@
  */
 
 import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
+import { IOAPIC_PIN_COUNT } from '../x86/ioapic/ioapic.ts';
 
 /** The interrupt controllers a GSI can be routed to (crosvm `IrqSourceChip`, x86 subset). */
 export const IrqSourceChip = {
@@ -29,8 +30,6 @@ export interface IrqRoute {
 export const MAX_GSI_COUNT = 4096;
 /** Pins per 8259A. */
 export const PIC_PINS_PER_CHIP = 8;
-/** Pins of the IOAPIC we model (82093AA: 24). */
-export const IOAPIC_PIN_COUNT = 24;
 /** GSIs below this are the ISA IRQs that the default table routes to both the PIC and the IOAPIC. */
 const ISA_IRQ_COUNT = 16;
 
