@@ -143,13 +143,13 @@ function addAccepted(result: number, accepted: number): number {
  * target sees it (broadcast quirk applied), and is not a broadcast.
  */
 function physicalMatches(member: ApicBusMember, destination: number, x2apicMode: boolean): boolean {
-  if (!x2apicMode) {
+  if (!x2apicMode && destination > XAPIC_BROADCAST) {
     // KVM's hotplug rule: an xAPIC-mode APIC whose x2APIC ID (its vCPU id) cannot be written as
     // an 8-bit xAPIC ID also answers to that wider ID, so hotplugged vCPUs above 255 are
     // reachable before they switch to x2APIC mode. Only for IDs > 0xFF, so a guest that rewrote
-    // its (writable) xAPIC ID gets no spurious match on its vCPU id.
-    const x2apicId = member.x2apicId() >>> 0;
-    if (x2apicId > XAPIC_BROADCAST && destination === x2apicId) return true;
+    // its (writable) xAPIC ID gets no spurious match on its vCPU id. (An 8-bit xAPIC ID cannot
+    // equal a destination above 0xFF, so that is the only way such a destination matches.)
+    return destination === member.x2apicId() >>> 0;
   }
   return destination === member.apicId() >>> 0;
 }

@@ -128,13 +128,14 @@ export function hasReservedBits(addressLow: number, data: number, extendedDestin
   return (addressLow & reservedAddressBits) !== 0 || (data & DATA_RESERVED_BITS) !== 0;
 }
 
-/** Throws EINVAL unless `value` is an unsigned 32-bit integer (a JS number in [0, 2^32)). */
+/**
+ * Throws EINVAL unless `value` is an unsigned 32-bit integer (a JS number in [0, 2^32)). On the
+ * delivery path: the message is built only on failure.
+ */
 function checkUint32(value: number, what: string): void {
-  check(
-    Number.isInteger(value) && value >= 0 && value <= MAX_U32,
-    ErrorCode.EINVAL,
-    `${what} must be an unsigned 32-bit integer, got ${String(value)}`,
-  );
+  if (!(Number.isInteger(value) && value >= 0 && value <= MAX_U32)) {
+    throw new IrqChipError(ErrorCode.EINVAL, `${what} must be an unsigned 32-bit integer, got ${String(value)}`);
+  }
 }
 
 /** Throws EINVAL unless the three words are unsigned 32-bit integers (for callers that decode in place). */
@@ -287,7 +288,9 @@ function checkFields(fields: MsiFields, format: MsiDestinationFormat): void {
 }
 
 /**
- * Encodes MSI fields as a device would write them. Throws EINVAL when a field is out of range,
+ * Encodes MSI fields as a device would write them. The level bit is written only for level
+ * trigger: edge messages are asserts whatever bit 14 says, and Linux leaves it clear for them.
+ * Throws EINVAL when a field is out of range,
  * including a destination wider than `format` can carry (8 bits by default, 15 with the extended
  * destination ID, 32 with 32-bit destination IDs). `decodeMsi(encodeMsi(f, fmt), fmt)` gives `f` back.
  */
@@ -310,7 +313,7 @@ export function encodeMsi(fields: MsiFields, format: MsiDestinationFormat = {}):
   const data =
     (fields.vector |
       (fields.deliveryMode << DATA_DELIVERY_MODE_SHIFT) |
-      (fields.level ? DATA_LEVEL_ASSERT : 0) |
+      (fields.triggerMode === TriggerMode.Level && fields.level ? DATA_LEVEL_ASSERT : 0) |
       (fields.triggerMode << DATA_TRIGGER_MODE_SHIFT)) >>>
     0;
   return { addressLow, addressHigh, data };

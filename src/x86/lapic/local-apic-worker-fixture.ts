@@ -1,0 +1,31 @@
+/**
+ * Worker side of the local APIC's cross-thread test (local-apic.test.ts): builds its own view of
+ * an APIC it knows only by descriptor and accepts one fixed interrupt, which rings the doorbell
+ * the test's thread sleeps on.
+ */
+import { workerData } from 'node:worker_threads';
+import { VirtualClock, type VirtualClockDescriptor } from '../../base/clock.ts';
+import { DeliveryMode, DestinationMode, DestinationShorthand, TriggerMode } from '../interrupt-message.ts';
+import { LocalApic, type LocalApicDescriptor } from './local-apic.ts';
+
+export interface DoorbellWorkerData {
+  readonly apic: LocalApicDescriptor;
+  readonly clock: VirtualClockDescriptor;
+  readonly vector: number;
+}
+
+function run({ apic: descriptor, clock, vector }: DoorbellWorkerData): void {
+  const apic = LocalApic.fromState(descriptor, { clock: VirtualClock.fromDescriptor(clock) });
+  apic.accept({
+    destination: apic.apicId(),
+    destinationMode: DestinationMode.Physical,
+    deliveryMode: DeliveryMode.Fixed,
+    vector,
+    triggerMode: TriggerMode.Edge,
+    level: true,
+    shorthand: DestinationShorthand.None,
+    redirectionHint: false,
+  });
+}
+
+if (workerData !== null) run(workerData as DoorbellWorkerData);
