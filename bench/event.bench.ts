@@ -1,5 +1,5 @@
 /** Event costs: signal + tryRead on one thread, and the signal → wake → signal back round trip between two workers. */
-import { startTypeScriptWorker } from '../src/testing/worker-harness.ts';
+import { startTypeScriptWorker } from '../src/node/worker.ts';
 import { Event } from '../src/event/event.ts';
 import { summarise, timeOperation, type Benchmark, type BenchResult } from './harness.ts';
 import type { PingPongSetup } from './event-pingpong.worker.ts';

@@ -5,7 +5,7 @@
  * summary: what each device signalled and how the controller saw it (delivered, or coalesced by
  * the eventfd rule that many signals before a read are one wake-up).
  */
-import { startTypeScriptWorker } from '../testing/worker-harness.ts';
+import { startTypeScriptWorker } from '../node/worker.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import type { DemoDeviceSetup } from './device.worker.ts';
 

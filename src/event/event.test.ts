@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { IrqChipError } from '../base/errors.ts';
-import { TestWorker } from '../testing/worker-harness.ts';
+import { TestWorker } from '../testing/test-worker.ts';
 import { EVENT_COUNTER_MAX, Event, MemoryEvent, registerEventBacking } from './event.ts';
 import type { FixtureReply, FixtureRequest } from './event-worker.fixture.ts';
 

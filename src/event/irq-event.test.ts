@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { IrqChipError } from '../base/errors.ts';
-import { TestWorker } from '../testing/worker-harness.ts';
+import { TestWorker } from '../testing/test-worker.ts';
 import { Event } from './event.ts';
 import type { FixtureReply, FixtureRequest } from './event-worker.fixture.ts';
 import { IrqEdgeEvent, IrqLevelEvent, type IrqEdgeEventDescriptor, type IrqLevelEventDescriptor } from './irq-event.ts';

@@ -37,12 +37,34 @@ function checkDescriptorKind(descriptor: { readonly kind?: unknown }, kind: stri
   }
 }
 
-export class IrqEdgeEvent {
-  private readonly triggerEvent: Event;
+/** The trigger half both kinds share: device → chip. */
+abstract class TriggeredIrqEvent {
+  protected constructor(protected readonly triggerEvent: Event) {}
 
+  getTrigger(): Event {
+    return this.triggerEvent;
+  }
+
+  /** Device → chip: raise the interrupt (an edge pulses; a level stays asserted until the guest's EOI). */
+  trigger(): void {
+    this.triggerEvent.signal();
+  }
+
+  /** Chip side: consumes a pending trigger without blocking; true when one was pending. */
+  clearTrigger(): boolean {
+    return clearWithoutBlocking(this.triggerEvent);
+  }
+
+  /** Blocks (worker threads only) until a trigger arrives, and consumes it. */
+  clearTriggerBlocking(): void {
+    this.triggerEvent.wait();
+  }
+}
+
+export class IrqEdgeEvent extends TriggeredIrqEvent {
   /** A new edge event over a fresh memory-backed trigger event. */
   constructor(trigger: Event = Event.create()) {
-    this.triggerEvent = trigger;
+    super(trigger);
   }
 
   static fromEvent(trigger: Event): IrqEdgeEvent {
@@ -59,37 +81,17 @@ export class IrqEdgeEvent {
     return new IrqEdgeEvent(this.triggerEvent.tryClone());
   }
 
-  getTrigger(): Event {
-    return this.triggerEvent;
-  }
-
-  /** Raises the interrupt (one pulse). */
-  trigger(): void {
-    this.triggerEvent.signal();
-  }
-
-  /** Consumes a pending trigger without blocking; true when one was pending. */
-  clearTrigger(): boolean {
-    return clearWithoutBlocking(this.triggerEvent);
-  }
-
-  /** Blocks (worker threads only) until a trigger arrives, and consumes it. */
-  clearTriggerBlocking(): void {
-    this.triggerEvent.wait();
-  }
-
   descriptor(): IrqEdgeEventDescriptor {
     return { kind: 'irq-edge-event', trigger: this.triggerEvent.descriptor() };
   }
 }
 
-export class IrqLevelEvent {
-  private readonly triggerEvent: Event;
+export class IrqLevelEvent extends TriggeredIrqEvent {
   private readonly resampleEvent: Event;
 
   /** A new level event over two fresh memory-backed events. */
   constructor(trigger: Event = Event.create(), resample: Event = Event.create()) {
-    this.triggerEvent = trigger;
+    super(trigger);
     this.resampleEvent = resample;
   }
 
@@ -107,27 +109,8 @@ export class IrqLevelEvent {
     return new IrqLevelEvent(this.triggerEvent.tryClone(), this.resampleEvent.tryClone());
   }
 
-  getTrigger(): Event {
-    return this.triggerEvent;
-  }
-
   getResample(): Event {
     return this.resampleEvent;
-  }
-
-  /** Device → chip: assert the line (it stays asserted until the guest's EOI). */
-  trigger(): void {
-    this.triggerEvent.signal();
-  }
-
-  /** Chip side: consumes a pending trigger without blocking; true when one was pending. */
-  clearTrigger(): boolean {
-    return clearWithoutBlocking(this.triggerEvent);
-  }
-
-  /** Blocks (worker threads only) until a trigger arrives, and consumes it. */
-  clearTriggerBlocking(): void {
-    this.triggerEvent.wait();
   }
 
   /** Chip → device: the guest EOIed; re-check and trigger again if still asserting. */

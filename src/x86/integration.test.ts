@@ -16,7 +16,7 @@ import { LocalApic, NO_INTERRUPT } from './lapic/local-apic.ts';
 import { APIC_BASE_DISABLED, APIC_BASE_X2APIC, Mmio, MSR_APIC_BASE, SVR_ENABLED, vectorsOf } from './lapic/local-apic-test-support.ts';
 import { PicPair } from './pic/pic.ts';
 import { standardInit } from './pic/pic-test-support.ts';
-import { TestWorker } from '../testing/worker-harness.ts';
+import { TestWorker } from '../testing/test-worker.ts';
 import type { BusWorkerReply, BusWorkerRequest } from './apic-bus-worker.fixture.ts';
 
 /** DFR with the cluster model (bits 31:28 = 0); bits 27:0 read as ones. */

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Worker } from 'node:worker_threads';
+import { startTypeScriptWorker } from '../../node/worker.ts';
 import { VirtualClock } from '../../base/clock.ts';
 import { encodeSnapshot } from '../../base/shared-state.ts';
 import type { InterruptMessageSink } from '../interrupt-message.ts';
@@ -89,11 +89,7 @@ test('fromState rejects a foreign descriptor, a wrong-sized buffer and a missing
 test('a worker thread asserting a pin through its own view is seen by this thread', async () => {
   const { ioapic } = makeIoapic();
   writeEntry(ioapic, 6, entryLow({ vector: 0x46, level: true }));
-  // Workers do not inherit the tsx loader: the bootstrap loads the TypeScript fixture through it.
-  const fixture = JSON.stringify(new URL('./ioapic.worker-fixture.ts', import.meta.url).href);
-  const tsxApi = JSON.stringify(import.meta.resolve('tsx/esm/api'));
-  const bootstrap = `import(${tsxApi}).then(({ tsImport }) => tsImport(${fixture}, ${fixture}));`;
-  const worker = new Worker(bootstrap, { eval: true, workerData: ioapic.descriptor() });
+  const worker = startTypeScriptWorker(new URL('./ioapic.worker-fixture.ts', import.meta.url), { workerData: ioapic.descriptor() });
   const reply = await new Promise<unknown>((resolve, reject) => {
     worker.once('message', resolve);
     worker.once('error', reject);

@@ -3,7 +3,6 @@
  * scripted PIC, and short ways to build messages and drive the guest interface.
  */
 import assert from 'node:assert/strict';
-import { Worker } from 'node:worker_threads';
 import { VirtualClock } from '../../base/clock.ts';
 import {
   DeliveryMode,
@@ -210,13 +209,3 @@ export function vectorsOf(test: (vector: number) => boolean): number[] {
   return vectors;
 }
 
-/**
- * Starts a worker on a TypeScript module. Under Node 20 a worker given `--import tsx` in its
- * execArgv cannot load a `.ts` entry, so a small bootstrap registers tsx's ESM hooks and then
- * imports the module.
- */
-export function startTypeScriptWorker(module: URL, workerData: unknown): Worker {
-  const tsxApi = import.meta.resolve('tsx/esm/api');
-  const bootstrap = `import(${JSON.stringify(tsxApi)}).then(({ register }) => { register(); return import(${JSON.stringify(module.href)}); })`;
-  return new Worker(bootstrap, { eval: true, workerData });
-}

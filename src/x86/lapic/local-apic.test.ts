@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { startTypeScriptWorker } from '../../node/worker.ts';
 import { test } from 'node:test';
 import { VirtualClock } from '../../base/clock.ts';
 import { IrqChipError } from '../../base/errors.ts';
@@ -27,7 +28,6 @@ import {
   message,
   msrOf,
   rdmsr,
-  startTypeScriptWorker,
   vectorsOf,
 } from './local-apic-test-support.ts';
 import type { DoorbellWorkerData } from './local-apic-worker-fixture.ts';
@@ -911,7 +911,7 @@ test('a worker thread accepting into the IRR wakes the vCPU thread sleeping on t
   const { apic, clock } = makeEnabledApic();
   const generation = apic.doorbellGeneration();
   const workerData: DoorbellWorkerData = { apic: apic.descriptor(), clock: clock.descriptor(), vector: 0x66 };
-  const worker = startTypeScriptWorker(new URL('./local-apic-worker-fixture.ts', import.meta.url), workerData);
+  const worker = startTypeScriptWorker(new URL('./local-apic-worker-fixture.ts', import.meta.url), { workerData });
   const exited = once(worker, 'exit');
   let result = apic.waitForDoorbell(generation, 10_000);
   while (result === 'ok' && !apic.irr(0x66)) result = apic.waitForDoorbell(apic.doorbellGeneration(), 10_000);

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { InitState } from './pic-chip.ts';
 import { PicPair, PicPort } from './pic.ts';
 import { type PulseWorkerData, WORKER_FLAG_WORDS, WorkerFlag } from './pic-worker-fixture.ts';
-import { startTypeScriptWorker } from '../../testing/worker-harness.ts';
+import { startTypeScriptWorker } from '../../node/worker.ts';
 import {
   ICW4_8086_AEOI,
   ICW4_8086_SFNM,

@@ -1,19 +1,9 @@
 /**
- * Test support: start a TypeScript worker (tsx is loaded into it) and talk to it one request at a
- * time. Not part of the package's API.
+ * Test support: a worker on a TypeScript module, driven one request at a time. Not part of the
+ * package's API.
  */
-import { Worker, type WorkerOptions } from 'node:worker_threads';
-
-/**
- * Starts a worker on a TypeScript module. Node 20 does not apply `--import tsx` to a worker's entry
- * module, so a small bootstrap registers tsx's loader first and then imports the module.
- */
-export function startTypeScriptWorker(moduleUrl: URL, options: WorkerOptions = {}): Worker {
-  const bootstrap = `import(${JSON.stringify(TSX_API)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(moduleUrl.href)}); });`;
-  return new Worker(bootstrap, { ...options, eval: true });
-}
-
-const TSX_API = import.meta.resolve('tsx/esm/api');
+import type { Worker } from 'node:worker_threads';
+import { startTypeScriptWorker } from '../node/worker.ts';
 
 export class TestWorker<Request, Reply> {
   private readonly worker: Worker;
