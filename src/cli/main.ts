@@ -4,7 +4,8 @@
  * through what the package has, with a summary a person can read.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { runEventDemo, type SourceSummary } from '../demo/event-demo.ts';
+import { runControllerDemo } from '../demo/controller-demo.ts';
+import { runEventDemo } from '../demo/event-demo.ts';
 
 function positiveInteger(text: string): number {
   const value = Number(text);
@@ -12,11 +13,12 @@ function positiveInteger(text: string): number {
   return value;
 }
 
-function formatTable(rows: readonly SourceSummary[]): string {
-  const header = ['source', 'kind', 'signalled', 'received', 'delivered', 'coalesced', 'resamples'];
-  const cells = rows.map((row) => [row.source, row.kind, row.signalled, row.received, row.delivered, row.coalesced, row.resamples].map(String));
+/** Formats rows of one shape as an aligned text table, columns in the order of the first row's keys. */
+function formatTable(rows: readonly Readonly<Record<string, string | number>>[]): string {
+  const header = Object.keys(rows[0] ?? {});
+  const cells = rows.map((row) => header.map((key) => String(row[key])));
   const widths = header.map((title, column) => Math.max(title.length, ...cells.map((cell) => (cell[column] ?? '').length)));
-  const line = (values: readonly string[]) => values.map((value, column) => value.padEnd(widths[column] ?? 0)).join('  ');
+  const line = (values: readonly string[]) => values.map((value, column) => value.padEnd(widths[column] ?? 0)).join('  ').trimEnd();
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...cells.map(line)].join('\n');
 }
 
@@ -26,17 +28,25 @@ const program = new Command()
 
 program
   .command('demo', { isDefault: true })
-  .description('devices on worker threads raise edge and level interrupts; print what was delivered')
-  .option('-n, --interrupts <count>', 'interrupts each device raises', positiveInteger, 2_000)
-  .action(async (options: { interrupts: number }) => {
+  .description('interrupts through events across threads, then through the x86 controllers; print what was delivered')
+  .option('-n, --interrupts <count>', 'interrupts each event-demo device raises', positiveInteger, 2_000)
+  .option('-s, --steps <count>', '10 µs steps of virtual time the controller demo runs', positiveInteger, 2_000)
+  .action(async (options: { interrupts: number; steps: number }) => {
     const started = performance.now();
-    const summary = await runEventDemo(options.interrupts);
-    const elapsedMs = performance.now() - started;
-    process.stdout.write(`irqchip demo: ${options.interrupts} interrupts per device, devices on worker threads\n\n`);
-    process.stdout.write(`${formatTable(summary)}\n\n`);
-    const lost = summary.reduce((sum, row) => sum + row.signalled - row.received, 0);
-    process.stdout.write(`every signal accounted for: ${lost === 0 ? 'yes' : `no (${lost} missing)`}; ${elapsedMs.toFixed(0)} ms\n`);
-    if (lost !== 0) process.exitCode = 1;
+    const events = await runEventDemo(options.interrupts);
+    const eventsMs = performance.now() - started;
+    process.stdout.write(`1. Events: devices on worker threads, this thread as the controller (${eventsMs.toFixed(0)} ms)\n\n`);
+    process.stdout.write(`${formatTable(events.map((row) => ({ ...row })))}\n\n`);
+
+    const controllers = runControllerDemo(options.steps);
+    process.stdout.write(`2. Controllers: 8259A, IOAPIC, two local APICs and the APIC bus, ${options.steps * 10} µs of virtual time\n\n`);
+    process.stdout.write(`${formatTable(controllers.map((row) => ({ ...row })))}\n\n`);
+
+    const lostEvents = events.reduce((sum, row) => sum + row.signalled - row.received, 0);
+    const lostInterrupts = controllers.reduce((sum, row) => sum + row.raised - row.handled, 0);
+    const accounted = lostEvents === 0 && lostInterrupts === 0;
+    process.stdout.write(`every signal and interrupt accounted for: ${accounted ? 'yes' : `no (${lostEvents} signals, ${lostInterrupts} interrupts missing)`}\n`);
+    if (!accounted) process.exitCode = 1;
   });
 
 await program.parseAsync();
