@@ -4,7 +4,7 @@
  * EOI MSR with an EOI broadcast; and the vCPU's "anything to inject?" poll.
  */
 import { VirtualClock } from '../src/base/clock.ts';
-import { DeliveryMode, DestinationMode, DestinationShorthand, TriggerMode, type InterruptMessage } from '../src/x86/interrupt-message.ts';
+import { interruptMessage, TriggerMode, type InterruptMessage } from '../src/x86/interrupt-message.ts';
 import { LocalApic } from '../src/x86/lapic/local-apic.ts';
 import { timeOperation, type Benchmark, type BenchResult } from './harness.ts';
 
@@ -17,16 +17,7 @@ const APIC_BASE_X2APIC_BSP = 0xfee00d00n;
 const MSR_X2APIC_EOI = 0x80b;
 
 function fixedMessage(triggerMode: TriggerMode): InterruptMessage {
-  return {
-    destination: 0,
-    destinationMode: DestinationMode.Physical,
-    deliveryMode: DeliveryMode.Fixed,
-    vector: VECTOR,
-    triggerMode,
-    level: true,
-    shorthand: DestinationShorthand.None,
-    redirectionHint: false,
-  };
+  return interruptMessage({ vector: VECTOR, triggerMode });
 }
 
 function enabledApic(eoiBroadcasts: { count: number }): LocalApic {

@@ -9,7 +9,7 @@
  */
 import { VirtualClock } from '../src/base/clock.ts';
 import { decodeMsi, encodeMsi } from '../src/x86/msi/msi-codec.ts';
-import { DeliveryMode, DestinationMode, TriggerMode } from '../src/x86/interrupt-message.ts';
+import { DeliveryMode, DestinationMode, interruptMessage } from '../src/x86/interrupt-message.ts';
 import { ApicBus } from '../src/x86/lapic/apic-bus.ts';
 import { LocalApic } from '../src/x86/lapic/local-apic.ts';
 import { timeOperation, type Benchmark, type BenchResult } from './harness.ts';
@@ -44,15 +44,7 @@ function rig(): Rig {
 }
 
 function msiTo(destination: number, destinationMode: DestinationMode, deliveryMode: DeliveryMode): { addressLow: number; data: number } {
-  const { addressLow, data } = encodeMsi({
-    destination,
-    destinationMode,
-    redirectionHint: false,
-    deliveryMode,
-    triggerMode: TriggerMode.Edge,
-    level: true,
-    vector: VECTOR,
-  });
+  const { addressLow, data } = encodeMsi(interruptMessage({ destination, destinationMode, deliveryMode, vector: VECTOR }));
   return { addressLow, data };
 }
 

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { VirtualClock } from '../base/clock.ts';
-import { IrqChipError } from '../base/errors.ts';
+import { rejectsWith } from './controller-test-support.ts';
 import { DeliveryMode, type EoiBroadcastListener } from './interrupt-message.ts';
 import { Ioapic } from './ioapic/ioapic.ts';
 import { entryHigh, entryLow, writeEntry } from './ioapic/test-support.ts';
@@ -113,10 +113,6 @@ class Machine {
   enterX2apicMode(): void {
     for (const apic of this.apics) assert.equal(apic.writeMsr(MSR_APIC_BASE, (apic.apicBase() & 0x100n) | APIC_BASE_X2APIC), true);
   }
-}
-
-function rejectsWith(code: string): (error: unknown) => boolean {
-  return (error: unknown) => error instanceof IrqChipError && error.code === code;
 }
 
 describe('IPIs between local APICs through the bus (§7.3)', () => {

@@ -57,6 +57,29 @@ export interface InterruptMessage {
 }
 
 /**
+ * An interrupt message with `fields` over the defaults: destination 0, physical, fixed, vector 0,
+ * edge, assert, no shorthand, no redirection hint, no source APIC (i.e. from an IOAPIC or MSI).
+ *
+ * Every message is built here, so every one has all nine fields in this one order: the bus and
+ * the local APICs then see a single object shape (one V8 hidden class, monomorphic field loads).
+ * The result is a fresh object, so a hot path may also keep it as a mutable message and overwrite
+ * its fields (the `ApicBus` does, for MSIs).
+ */
+export function interruptMessage(fields: Partial<InterruptMessage> = {}): InterruptMessage {
+  return {
+    destination: fields.destination ?? 0,
+    destinationMode: fields.destinationMode ?? DestinationMode.Physical,
+    deliveryMode: fields.deliveryMode ?? DeliveryMode.Fixed,
+    vector: fields.vector ?? 0,
+    triggerMode: fields.triggerMode ?? TriggerMode.Edge,
+    level: fields.level ?? true,
+    shorthand: fields.shorthand ?? DestinationShorthand.None,
+    redirectionHint: fields.redirectionHint ?? false,
+    sourceApic: fields.sourceApic,
+  };
+}
+
+/**
  * Where an interrupt message goes: the APIC bus. The result follows KVM's convention
  * (x86-controllers.md §0): negative = ignored (masked, no destination), 0 = coalesced (already
  * pending everywhere), positive = how many local APICs accepted it.

@@ -4,13 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import {
-  DeliveryMode,
-  DestinationMode,
-  DestinationShorthand,
-  TriggerMode,
-  type InterruptMessage,
-} from '../interrupt-message.ts';
+import { DeliveryMode, DestinationMode, interruptMessage, TriggerMode } from '../interrupt-message.ts';
 import { IOAPIC_RTC_PIN } from './ioapic.ts';
 import {
   entryHigh,
@@ -25,20 +19,6 @@ import {
 
 const REMOTE_IRR = 1 << 14;
 
-function message(overrides: Partial<InterruptMessage>): InterruptMessage {
-  return {
-    destination: 0,
-    destinationMode: DestinationMode.Physical,
-    deliveryMode: DeliveryMode.Fixed,
-    vector: 0,
-    triggerMode: TriggerMode.Edge,
-    level: true,
-    shorthand: DestinationShorthand.None,
-    redirectionHint: false,
-    ...overrides,
-  };
-}
-
 /** A level entry for `vector` on `pin`, unmasked, line asserted once and accepted. */
 function levelDelivered(pin: number, vector: number) {
   const rig = makeIoapic();
@@ -51,7 +31,7 @@ test('I7 edge vector 0x30: one delivery per 0→1 transition; a repeated assert 
   const { ioapic, sink } = makeIoapic();
   writeEntry(ioapic, 4, entryLow({ vector: 0x30 }), entryHigh(0));
   assert.equal(ioapic.setIrq(4, true), 1);
-  assert.deepEqual(sink.messages, [message({ vector: 0x30 })]);
+  assert.deepEqual(sink.messages, [interruptMessage({ vector: 0x30 })]);
   assert.equal(ioapic.setIrq(4, true), 0);
   assert.equal(sink.messages.length, 1);
   assert.equal(ioapic.counters().coalescedAsserts, 1);
@@ -74,7 +54,7 @@ test('I8 edge on a masked pin is dropped, not replayed at unmask; a new edge is 
 
 test('I9 level vector 0x31: delivered as a level message and remote IRR set', () => {
   const { ioapic, sink } = levelDelivered(9, 0x31);
-  assert.deepEqual(sink.messages, [message({ vector: 0x31, triggerMode: TriggerMode.Level })]);
+  assert.deepEqual(sink.messages, [interruptMessage({ vector: 0x31, triggerMode: TriggerMode.Level })]);
   assert.equal(ioapic.remoteIrr(9), true);
   assert.equal(readEntryLow(ioapic, 9), entryLow({ vector: 0x31, level: true }) | REMOTE_IRR);
 });
@@ -180,7 +160,7 @@ test('I16 reconfiguration race: a stale pre-EOI copy written back as edge gives 
   sink.clear();
   ioapic.setIrq(13, true);
   ioapic.setIrq(13, false);
-  assert.deepEqual(sink.messages, [message({ vector: 0x36 })]);
+  assert.deepEqual(sink.messages, [interruptMessage({ vector: 0x36 })]);
   assert.equal(ioapic.remoteIrr(13), false);
 });
 
@@ -233,7 +213,7 @@ test('message carries destination, logical mode and lowest-priority delivery fro
   writeEntry(ioapic, 16, entryLow({ vector: 0x41, logical: true, deliveryMode: DeliveryMode.LowestPriority }), entryHigh(0x03));
   ioapic.setIrq(16, true);
   assert.deepEqual(sink.messages, [
-    message({
+    interruptMessage({
       vector: 0x41,
       destination: 0x03,
       destinationMode: DestinationMode.Logical,
@@ -247,7 +227,7 @@ test('I24/I25 NMI, INIT, SMI and ExtINT entries send edge messages and never set
     const { ioapic, sink } = makeIoapic();
     writeEntry(ioapic, 0, entryLow({ vector: 0, level: true, deliveryMode }));
     assert.equal(ioapic.setIrq(0, true), 1);
-    assert.deepEqual(sink.messages, [message({ deliveryMode })], `mode ${deliveryMode}`);
+    assert.deepEqual(sink.messages, [interruptMessage({ deliveryMode })], `mode ${deliveryMode}`);
     assert.equal(ioapic.remoteIrr(0), false, `mode ${deliveryMode}`);
     assert.equal(ioapic.setIrq(0, true), 0, `mode ${deliveryMode}: still high, no new edge`);
   }

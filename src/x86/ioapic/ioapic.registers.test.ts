@@ -13,14 +13,13 @@ import {
   IoapicRegisterIndex,
   type IoapicOptions,
 } from './ioapic.ts';
+import { assertRejectedUnchanged, RecordingSink } from '../controller-test-support.ts';
 import {
-  assertRejectedUnchanged,
   entryLow,
   entryLowIndex,
   makeIoapic,
   readEntryLow,
   readRegister,
-  RecordingSink,
   writeEntry,
   writeRegister,
 } from './test-support.ts';

@@ -9,7 +9,8 @@ import { VirtualClock } from '../../base/clock.ts';
 import { encodeSnapshot } from '../../base/shared-state.ts';
 import type { InterruptMessageSink } from '../interrupt-message.ts';
 import { Ioapic, IOAPIC_STORM_DELAY_NS, IOAPIC_STORM_EOI_THRESHOLD, type IoapicDescriptor } from './ioapic.ts';
-import { assertRejectedUnchanged, entryLow, makeIoapic, RecordingSink, writeEntry } from './test-support.ts';
+import { assertRejectedUnchanged, RecordingSink } from '../controller-test-support.ts';
+import { entryLow, makeIoapic, writeEntry } from './test-support.ts';
 
 /** Word indexes from the layout table in ioapic.ts. */
 const Layout = {

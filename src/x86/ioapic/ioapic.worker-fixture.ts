@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { VirtualClock } from '../../base/clock.ts';
 import { Ioapic, type IoapicDescriptor } from './ioapic.ts';
-import { RecordingSink } from './test-support.ts';
+import { RecordingSink } from '../controller-test-support.ts';
 
 const sink = new RecordingSink();
 const ioapic = Ioapic.fromState(workerData as IoapicDescriptor, { sink, clock: new VirtualClock() });

@@ -21,13 +21,7 @@
  * Everything here is pure: the `Ioapic` owns the words, this file only interprets them.
  */
 
-import {
-  DeliveryMode,
-  DestinationMode,
-  DestinationShorthand,
-  TriggerMode,
-  type InterruptMessage,
-} from '../interrupt-message.ts';
+import { DeliveryMode, DestinationMode, interruptMessage, TriggerMode, type InterruptMessage } from '../interrupt-message.ts';
 
 export const RTE_VECTOR_MASK = 0xff;
 export const RTE_DELIVERY_MODE_SHIFT = 8;
@@ -128,14 +122,13 @@ export function rteMessageKeyLow(low: number): number {
  * vector the LAPIC ignores (it takes the vector from the PIC's INTA cycle).
  */
 export function rteMessage(low: number, high: number, extendedDestination: boolean): InterruptMessage {
-  return Object.freeze({
-    destination: rteDestination(high, extendedDestination),
-    destinationMode: (low & RTE_DESTINATION_MODE_LOGICAL) === 0 ? DestinationMode.Physical : DestinationMode.Logical,
-    deliveryMode: rteDeliveryMode(low) as DeliveryMode,
-    vector: rteVector(low),
-    triggerMode: rteIsLevelTriggered(low) ? TriggerMode.Level : TriggerMode.Edge,
-    level: true,
-    shorthand: DestinationShorthand.None,
-    redirectionHint: false,
-  });
+  return Object.freeze(
+    interruptMessage({
+      destination: rteDestination(high, extendedDestination),
+      destinationMode: (low & RTE_DESTINATION_MODE_LOGICAL) === 0 ? DestinationMode.Physical : DestinationMode.Logical,
+      deliveryMode: rteDeliveryMode(low) as DeliveryMode,
+      vector: rteVector(low),
+      triggerMode: rteIsLevelTriggered(low) ? TriggerMode.Level : TriggerMode.Edge,
+    }),
+  );
 }

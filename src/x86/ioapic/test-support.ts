@@ -1,10 +1,10 @@
 /**
- * Helpers for the IOAPIC tests: a sink that records messages, and guest-style register access
- * (IOREGSEL then IOWIN, as a driver does it).
+ * Helpers for the IOAPIC tests: an IOAPIC wired to a recording sink, and guest-style register
+ * access (IOREGSEL then IOWIN, as a driver does it).
  */
-import assert from 'node:assert/strict';
 import { VirtualClock } from '../../base/clock.ts';
-import { DeliveryMode, type InterruptMessage, type InterruptMessageSink } from '../interrupt-message.ts';
+import { RecordingSink } from '../controller-test-support.ts';
+import { DeliveryMode } from '../interrupt-message.ts';
 import { Ioapic, IoapicMmioOffset, IoapicRegisterIndex, type IoapicOptions } from './ioapic.ts';
 import {
   RTE_DELIVERY_MODE_SHIFT,
@@ -14,25 +14,6 @@ import {
   RTE_POLARITY_ACTIVE_LOW,
   RTE_TRIGGER_LEVEL,
 } from './redirection-entry.ts';
-
-/** Records every message; answers with `result` (KVM convention: < 0 none, 0 coalesced, > 0 accepted). */
-export class RecordingSink implements InterruptMessageSink {
-  readonly messages: InterruptMessage[] = [];
-  result: number | ((message: InterruptMessage) => number) = 1;
-
-  deliver(message: InterruptMessage): number {
-    this.messages.push(message);
-    return typeof this.result === 'number' ? this.result : this.result(message);
-  }
-
-  vectors(): number[] {
-    return this.messages.map((message) => message.vector);
-  }
-
-  clear(): void {
-    this.messages.length = 0;
-  }
-}
 
 export interface IoapicRig {
   readonly ioapic: Ioapic;
@@ -98,11 +79,4 @@ export function entryLow(fields: EntryFields): number {
 /** The high half of an RTE addressed to `destination` (8 bits). */
 export function entryHigh(destination: number): number {
   return (destination << RTE_DESTINATION_SHIFT) >>> 0;
-}
-
-/** Runs `misuse`, expects `IrqChipError(EINVAL)`, and checks that no state word changed. */
-export function assertRejectedUnchanged(ioapic: Ioapic, misuse: () => unknown, what?: string): void {
-  const before = ioapic.snapshot();
-  assert.throws(misuse, { name: 'IrqChipError', code: 'EINVAL' }, what);
-  assert.deepEqual(ioapic.snapshot(), before, what);
 }

@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { IrqChipError } from '../../base/errors.ts';
+import { rejectsWith } from '../controller-test-support.ts';
 import { encodeSnapshot } from '../../base/shared-state.ts';
 import {
   DeliveryMode,
   DestinationMode,
   DestinationShorthand,
+  interruptMessage,
   TriggerMode,
   X2APIC_BROADCAST,
   XAPIC_BROADCAST,
@@ -99,18 +100,9 @@ function busWith(count: number, options: ApicBusOptions = {}): { bus: ApicBus; a
   return { bus, apics };
 }
 
+/** `interruptMessage` with vector 0x31 unless `fields` names another. */
 function message(fields: Partial<InterruptMessage> = {}): InterruptMessage {
-  return {
-    destination: 0,
-    destinationMode: DestinationMode.Physical,
-    deliveryMode: DeliveryMode.Fixed,
-    vector: 0x31,
-    triggerMode: TriggerMode.Edge,
-    level: true,
-    shorthand: DestinationShorthand.None,
-    redirectionHint: false,
-    ...fields,
-  };
+  return interruptMessage({ vector: 0x31, ...fields });
 }
 
 /** Indexes of the fakes that received anything. */
@@ -123,10 +115,6 @@ function nth<T>(items: readonly T[], index: number): T {
   const item = items[index];
   assert.ok(item !== undefined, `no element ${index}`);
   return item;
-}
-
-function rejectsWith(code: string): (error: unknown) => boolean {
-  return (error: unknown) => error instanceof IrqChipError && error.code === code;
 }
 
 describe('ApicBus physical destinations (§3.8)', () => {
@@ -615,7 +603,7 @@ const busMessage: fc.Arbitrary<InterruptMessage> = fc
       candidate.shorthand === DestinationShorthand.None ||
       candidate.shorthand === DestinationShorthand.AllIncludingSelf,
   )
-  .map((fields) => ({ ...fields, level: true }));
+  .map((fields) => interruptMessage(fields));
 
 function isLowestPriorityMessage(sent: InterruptMessage): boolean {
   return sent.deliveryMode === DeliveryMode.LowestPriority || sent.redirectionHint;
@@ -718,15 +706,7 @@ describe('ApicBus properties', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 5 }), fc.integer({ min: 0, max: 255 }), (destination, vector) => {
         const { bus, apics } = busWith(4);
-        const msi = encodeMsi({
-          destination,
-          destinationMode: DestinationMode.Physical,
-          redirectionHint: false,
-          deliveryMode: DeliveryMode.Fixed,
-          triggerMode: TriggerMode.Edge,
-          level: true,
-          vector,
-        });
+        const msi = encodeMsi(interruptMessage({ destination, vector }));
         const result = bus.deliverMsi(msi.addressLow, msi.addressHigh, msi.data);
         assert.equal(result, destination < 4 ? 1 : -1);
         assert.deepEqual(receivers(apics), destination < 4 ? [destination] : []);

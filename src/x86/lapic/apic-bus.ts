@@ -33,13 +33,13 @@ import {
   DeliveryMode,
   DestinationMode,
   DestinationShorthand,
+  interruptMessage,
   X2APIC_BROADCAST,
   XAPIC_BROADCAST,
   type InterruptMessage,
   type InterruptMessageSink,
 } from '../interrupt-message.ts';
 import {
-  blankInterruptMessage,
   checkMsiDestinationFormat,
   checkMsiWords,
   decodeMsiInto,
@@ -224,7 +224,7 @@ export class ApicBus implements InterruptMessageSink {
   /** Arbitration scratch: positions in `members` of the tied lowest-PPR candidates. */
   private lowestPriorityCandidates = new Int32Array(0);
   /** Reused for each MSI so `deliverMsi` does not allocate; a nested `deliverMsi` gets its own. */
-  private readonly msiMessage: MutableInterruptMessage = blankInterruptMessage();
+  private readonly msiMessage: MutableInterruptMessage = interruptMessage();
   private msiMessageInUse = false;
 
   private constructor(private readonly words: Int32Array) {}
@@ -375,7 +375,7 @@ export class ApicBus implements InterruptMessageSink {
     const options = this.words[OPTIONS_WORD] ?? 0;
     const extendedDestinationId = (options & OPTION_EXTENDED_DESTINATION_ID) !== 0;
     const nested = this.msiMessageInUse;
-    const message = nested ? blankInterruptMessage() : this.msiMessage;
+    const message: MutableInterruptMessage = nested ? interruptMessage() : this.msiMessage;
     decodeMsiInto(message, addressLow, addressHigh, data, (options & OPTION_X2APIC_DESTINATION_IDS) !== 0, extendedDestinationId);
     if (!isInterruptAddress(addressLow)) {
       Atomics.add(this.words, NON_INTERRUPT_ADDRESSES_WORD, 1);

@@ -15,6 +15,13 @@ const MASKED = 0x10000;
 const DIVIDE_BY_1 = 0xb;
 const DIVIDE_BY_2 = 0x0;
 
+/** Starts the timer at one count per ns: TDCR ÷1, then the LVT entry, then TMICT (the write that arms it). */
+function startTimer(apic: LocalApic, lvtTimer: number, initialCount: number): void {
+  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
+  apic.mmioWrite(Mmio.LvtTimer, 4, lvtTimer);
+  apic.mmioWrite(Mmio.TimerInitialCount, 4, initialCount);
+}
+
 /** Moves the clock and lets the APIC process the expiries due, as the VMM's timer loop does. */
 function advance(apic: LocalApic, clock: VirtualClock, deltaNs: number): void {
   clock.advance(deltaNs);
@@ -29,9 +36,7 @@ function service(apic: LocalApic, vector: number): void {
 
 test('L26 one-shot, ÷1, TMICT 1000: TMCCT 600 at t=400, fires once at t=1000, then TMCCT 0', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x20);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 1000);
+  startTimer(apic, ONE_SHOT | 0x20, 1000);
   assert.equal(apic.nextTimerDeadlineNs(), 1000);
   advance(apic, clock, 400);
   assert.equal(apic.mmioRead(Mmio.TimerCurrentCount, 4), 600);
@@ -83,9 +88,7 @@ test('L28 divide table: TDCR 0,1,2,3,8,9,0xA,0xB with TMICT 1 last 2,4,8,16,32,6
 
 test('L29 masked periodic timer: the count runs with no interrupts; after unmasking the next expiry delivers', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, MASKED | PERIODIC | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 300_000);
+  startTimer(apic, MASKED | PERIODIC | 0x30, 300_000);
   assert.equal(apic.nextTimerDeadlineNs(), undefined, 'nothing to deliver while masked');
   advance(apic, clock, 100_000);
   assert.equal(apic.mmioRead(Mmio.TimerCurrentCount, 4), 200_000);
@@ -163,9 +166,7 @@ test('the reserved timer mode 11 keeps the previous mode', () => {
 
 test('L31 TDCR change mid-count rescales the remaining time by new/old divisor', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x20);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 1000);
+  startTimer(apic, ONE_SHOT | 0x20, 1000);
   advance(apic, clock, 400);
   apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_2);
   assert.equal(apic.nextTimerDeadlineNs(), 400 + 1200);
@@ -178,9 +179,7 @@ test('L31 TDCR change mid-count rescales the remaining time by new/old divisor',
 
 test('L32 software disable while the timer runs: LVT timer masked, no further timer interrupts', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, PERIODIC | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 300_000);
+  startTimer(apic, PERIODIC | 0x30, 300_000);
   advance(apic, clock, 300_000);
   service(apic, 0x30);
   apic.mmioWrite(Mmio.SpuriousVector, 4, 0xff);
@@ -193,9 +192,7 @@ test('L32 software disable while the timer runs: LVT timer masked, no further ti
 
 test('an expiry due but not yet processed is delivered before a software disable masks the timer (no interrupt lost)', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 1000);
+  startTimer(apic, ONE_SHOT | 0x30, 1000);
   clock.advance(1500);
   apic.mmioWrite(Mmio.SpuriousVector, 4, 0xff);
   assert.equal(apic.irr(0x30), true);
@@ -203,9 +200,7 @@ test('an expiry due but not yet processed is delivered before a software disable
 
 test('an expiry due but not yet processed is delivered before TMICT restarts the count', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 1000);
+  startTimer(apic, ONE_SHOT | 0x30, 1000);
   clock.advance(1500);
   apic.mmioWrite(Mmio.TimerInitialCount, 4, 1000);
   assert.equal(apic.irr(0x30), true);
@@ -214,9 +209,7 @@ test('an expiry due but not yet processed is delivered before TMICT restarts the
 
 test('a TMICT write restarts the count from the new value', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 1000);
+  startTimer(apic, ONE_SHOT | 0x30, 1000);
   advance(apic, clock, 500);
   apic.mmioWrite(Mmio.TimerInitialCount, 4, 1000);
   assert.equal(apic.nextTimerDeadlineNs(), 1500);
@@ -225,9 +218,7 @@ test('a TMICT write restarts the count from the new value', () => {
 
 test('§6.26 a periodic timer processed late delivers once, counts the missed ticks, and keeps its phase', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, PERIODIC | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 200_000);
+  startTimer(apic, PERIODIC | 0x30, 200_000);
   clock.advance(1_050_000);
   assert.equal(apic.mmioRead(Mmio.TimerCurrentCount, 4), 150_000, 'TMCCT follows the hardware countdown before processing');
   apic.processTimerExpiry();
@@ -241,25 +232,19 @@ test('§6.26 a periodic timer processed late delivers once, counts the missed ti
 
 test('§6.27 a periodic period below the minimum (200 µs by default) is stretched to it; one-shot is not', () => {
   const { apic } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, PERIODIC | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 10);
+  startTimer(apic, PERIODIC | 0x30, 10);
   assert.equal(apic.nextTimerDeadlineNs(), 200_000);
   apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x30);
   apic.mmioWrite(Mmio.TimerInitialCount, 4, 10);
   assert.equal(apic.nextTimerDeadlineNs(), 10);
   const unclamped = makeEnabledApic({ minPeriodicTimerNs: 0 }).apic;
-  unclamped.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  unclamped.mmioWrite(Mmio.LvtTimer, 4, PERIODIC | 0x30);
-  unclamped.mmioWrite(Mmio.TimerInitialCount, 4, 10);
+  startTimer(unclamped, PERIODIC | 0x30, 10);
   assert.equal(unclamped.nextTimerDeadlineNs(), 10);
 });
 
 test('one-shot → periodic keeps the running count and then reloads; periodic → one-shot stops after the next expiry', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 300_000);
+  startTimer(apic, ONE_SHOT | 0x30, 300_000);
   advance(apic, clock, 100_000);
   apic.mmioWrite(Mmio.LvtTimer, 4, PERIODIC | 0x30);
   assert.equal(apic.nextTimerDeadlineNs(), 300_000);
@@ -274,17 +259,13 @@ test('one-shot → periodic keeps the running count and then reloads; periodic �
 
 test('the APIC bus cycle scales the count: 10 ns cycles, ÷1, TMICT 100 → 1000 ns', () => {
   const { apic } = makeEnabledApic({ apicBusCycleNs: 10 });
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 100);
+  startTimer(apic, ONE_SHOT | 0x30, 100);
   assert.equal(apic.nextTimerDeadlineNs(), 1000);
 });
 
 test('a timer expiry whose vector is still in IRR coalesces there', () => {
   const { apic, clock } = makeEnabledApic();
-  apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  apic.mmioWrite(Mmio.LvtTimer, 4, PERIODIC | 0x30);
-  apic.mmioWrite(Mmio.TimerInitialCount, 4, 200_000);
+  startTimer(apic, PERIODIC | 0x30, 200_000);
   advance(apic, clock, 200_000);
   advance(apic, clock, 200_000);
   assert.equal(apic.counters().coalescedInterrupts, 1);
@@ -304,9 +285,7 @@ test('x2APIC timer registers: TMICT, TMCCT and TDCR through MSRs 0x838, 0x839, 0
 
 test('a snapshot keeps the remaining count: restored on another clock, the timer resumes where it stood', () => {
   const source = makeEnabledApic();
-  source.apic.mmioWrite(Mmio.TimerDivide, 4, DIVIDE_BY_1);
-  source.apic.mmioWrite(Mmio.LvtTimer, 4, ONE_SHOT | 0x30);
-  source.apic.mmioWrite(Mmio.TimerInitialCount, 4, 1000);
+  startTimer(source.apic, ONE_SHOT | 0x30, 1000);
   advance(source.apic, source.clock, 400);
   const bytes = source.apic.snapshot();
   const target = makeApic();

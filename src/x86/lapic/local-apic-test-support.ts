@@ -1,21 +1,19 @@
 /**
- * Helpers shared by the local APIC's tests: register offsets, a recording APIC bus stand-in, a
- * scripted PIC, and short ways to build messages and drive the guest interface.
+ * Helpers shared by the local APIC's tests: register offsets, a recording front for a real APIC
+ * bus, a scripted PIC, and short ways to build messages and drive the guest interface.
  */
 import assert from 'node:assert/strict';
 import { VirtualClock } from '../../base/clock.ts';
+import { RecordingSink } from '../controller-test-support.ts';
 import {
-  DeliveryMode,
-  DestinationMode,
-  DestinationShorthand,
+  interruptMessage,
   TriggerMode,
-  X2APIC_BROADCAST,
-  XAPIC_BROADCAST,
+  type DeliveryMode,
   type EoiBroadcastListener,
   type ExtIntController,
   type InterruptMessage,
-  type InterruptMessageSink,
 } from '../interrupt-message.ts';
+import { ApicBus } from './apic-bus.ts';
 import { LocalApic, type LocalApicOptions } from './local-apic.ts';
 
 /** xAPIC MMIO offsets (SDM Table 11-1). */
@@ -64,47 +62,21 @@ export const APIC_BASE_XAPIC = 0xfee00800n;
 export const APIC_BASE_X2APIC = 0xfee00c00n;
 export const APIC_BASE_DISABLED = 0xfee00000n;
 
-/** Records every message; answers `result` (1 = one APIC took it). */
-export class RecordingSink implements InterruptMessageSink {
-  readonly messages: InterruptMessage[] = [];
-
-  constructor(private readonly result = 1) {}
-
-  deliver(message: InterruptMessage): number {
-    this.messages.push({ ...message });
-    return this.result;
-  }
-}
-
 /**
- * A minimal bus for tests that need an IPI to reach another APIC: shorthands and physical
- * destinations only (the real matching rules are apic-bus.ts's and are tested there).
+ * Records every message like `RecordingSink`, then routes it over a real `ApicBus` to the APICs
+ * added with `addMembers`: for tests that need an IPI to reach an APIC (the matching rules are
+ * apic-bus.ts's, tested in apic-bus.test.ts).
  */
-export class PhysicalTestBus implements InterruptMessageSink {
-  readonly members: LocalApic[] = [];
+export class RecordingBus extends RecordingSink {
+  private readonly bus = ApicBus.create();
 
-  deliver(message: InterruptMessage): number {
-    let accepted = -1;
-    for (const member of this.members) {
-      if (!this.addresses(member, message)) continue;
-      accepted = Math.max(accepted, 0) + Math.max(member.accept(message), 0);
-    }
-    return accepted;
+  addMembers(...apics: readonly LocalApic[]): void {
+    for (const apic of apics) this.bus.addMember(apic);
   }
 
-  private addresses(member: LocalApic, message: InterruptMessage): boolean {
-    switch (message.shorthand) {
-      case DestinationShorthand.Self:
-        return member.busIndex === message.sourceApic;
-      case DestinationShorthand.AllIncludingSelf:
-        return true;
-      case DestinationShorthand.AllExcludingSelf:
-        return member.busIndex !== message.sourceApic;
-      default: {
-        const broadcast = member.isX2apicMode() ? X2APIC_BROADCAST : XAPIC_BROADCAST;
-        return message.destination === broadcast || message.destination === member.apicId();
-      }
-    }
+  override deliver(message: InterruptMessage): number {
+    super.deliver(message);
+    return this.bus.deliver(message);
   }
 }
 
@@ -168,18 +140,9 @@ export function makeEnabledApic(options: Partial<LocalApicOptions> = {}): TestAp
   return test;
 }
 
+/** A fixed, edge, physical message to APIC 0 (see `interruptMessage` for the other defaults). */
 export function fixed(vector: number, overrides: Partial<InterruptMessage> = {}): InterruptMessage {
-  return {
-    destination: 0,
-    destinationMode: DestinationMode.Physical,
-    deliveryMode: DeliveryMode.Fixed,
-    vector,
-    triggerMode: TriggerMode.Edge,
-    level: true,
-    shorthand: DestinationShorthand.None,
-    redirectionHint: false,
-    ...overrides,
-  };
+  return interruptMessage({ vector, ...overrides });
 }
 
 export function levelFixed(vector: number): InterruptMessage {
@@ -187,7 +150,7 @@ export function levelFixed(vector: number): InterruptMessage {
 }
 
 export function message(deliveryMode: DeliveryMode, vector = 0, overrides: Partial<InterruptMessage> = {}): InterruptMessage {
-  return fixed(vector, { deliveryMode, ...overrides });
+  return interruptMessage({ deliveryMode, vector, ...overrides });
 }
 
 /** RDMSR that must succeed. */

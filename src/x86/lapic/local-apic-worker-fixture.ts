@@ -5,7 +5,7 @@
  */
 import { workerData } from 'node:worker_threads';
 import { VirtualClock, type VirtualClockDescriptor } from '../../base/clock.ts';
-import { DeliveryMode, DestinationMode, DestinationShorthand, TriggerMode } from '../interrupt-message.ts';
+import { interruptMessage } from '../interrupt-message.ts';
 import { LocalApic, type LocalApicDescriptor } from './local-apic.ts';
 
 export interface DoorbellWorkerData {
@@ -16,16 +16,7 @@ export interface DoorbellWorkerData {
 
 function run({ apic: descriptor, clock, vector }: DoorbellWorkerData): void {
   const apic = LocalApic.fromState(descriptor, { clock: VirtualClock.fromDescriptor(clock) });
-  apic.accept({
-    destination: apic.apicId(),
-    destinationMode: DestinationMode.Physical,
-    deliveryMode: DeliveryMode.Fixed,
-    vector,
-    triggerMode: TriggerMode.Edge,
-    level: true,
-    shorthand: DestinationShorthand.None,
-    redirectionHint: false,
-  });
+  apic.accept(interruptMessage({ destination: apic.apicId(), vector }));
 }
 
 if (workerData !== null) run(workerData as DoorbellWorkerData);

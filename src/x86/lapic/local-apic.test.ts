@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { startTypeScriptWorker } from '../../node/worker.ts';
 import { test } from 'node:test';
 import { VirtualClock } from '../../base/clock.ts';
-import { IrqChipError } from '../../base/errors.ts';
+import { rejectsWith } from '../controller-test-support.ts';
 import { DeliveryMode, DestinationMode, DestinationShorthand, TriggerMode } from '../interrupt-message.ts';
 import { LocalApic, MpState, NO_INTERRUPT } from './local-apic.ts';
 import {
@@ -18,7 +18,7 @@ import {
   LVT_OFFSETS,
   MSR_APIC_BASE,
   Mmio,
-  PhysicalTestBus,
+  RecordingBus,
   SVR_ENABLED,
   enterX2apic,
   fixed,
@@ -32,7 +32,7 @@ import {
 } from './local-apic-test-support.ts';
 import type { DoorbellWorkerData } from './local-apic-worker-fixture.ts';
 
-const isEinval = (error: unknown): boolean => error instanceof IrqChipError && error.code === 'EINVAL';
+const isEinval = rejectsWith('EINVAL');
 
 // ---------------------------------------------------------------------------------------------
 // RESET and software enable (L1–L3)
@@ -366,9 +366,9 @@ test('an IPI with no sink wired is counted as undeliverable, not thrown', () => 
 });
 
 test('an IPI to self through the bus: the APIC does not hold its lock while the bus calls accept', () => {
-  const bus = new PhysicalTestBus();
+  const bus = new RecordingBus();
   const { apic } = makeEnabledApic({ ipiSink: bus });
-  bus.members.push(apic);
+  bus.addMembers(apic);
   apic.mmioWrite(Mmio.IcrLow, 4, 0x00044042);
   assert.equal(apic.irr(0x42), true);
 });
@@ -498,10 +498,10 @@ test('L22 more x2APIC #GPs: absent registers, read-only registers, bits 63:32, n
 });
 
 test('L23 x2APIC ICR 0x830 = (1 << 32) | 0x4051 sends a fixed IPI to x2APIC ID 1', () => {
-  const bus = new PhysicalTestBus();
+  const bus = new RecordingBus();
   const sender = makeEnabledApic({ busIndex: 0, ipiSink: bus }).apic;
   const receiver = makeEnabledApic({ busIndex: 1, bsp: false, ipiSink: bus }).apic;
-  bus.members.push(sender, receiver);
+  bus.addMembers(sender, receiver);
   enterX2apic(sender);
   enterX2apic(receiver);
   assert.equal(sender.writeMsr(0x830, (1n << 32n) | 0x4051n), true);

@@ -30,6 +30,7 @@ import {
   DeliveryMode,
   DestinationMode,
   DestinationShorthand,
+  interruptMessage,
   TriggerMode,
   type EoiBroadcastListener,
   type ExtIntController,
@@ -1358,7 +1359,7 @@ export class LocalApic implements ApicBusMember {
       this.detectError(ESR_SEND_ILLEGAL_VECTOR);
       return;
     }
-    this.outgoingIpi = {
+    this.outgoingIpi = interruptMessage({
       destination: this.modeLocked() === ApicMode.X2apic ? high >>> 0 : high >>> XAPIC_ID_SHIFT,
       destinationMode: (command & ICR_DESTINATION_LOGICAL) !== 0 ? DestinationMode.Logical : DestinationMode.Physical,
       deliveryMode,
@@ -1366,9 +1367,8 @@ export class LocalApic implements ApicBusMember {
       triggerMode: (command & ICR_TRIGGER_LEVEL) !== 0 ? TriggerMode.Level : TriggerMode.Edge,
       level: (command & ICR_LEVEL_ASSERT) !== 0,
       shorthand: ((command >>> ICR_SHORTHAND_SHIFT) & ICR_SHORTHAND_MASK) as DestinationShorthand,
-      redirectionHint: false,
       sourceApic: this.busIndex,
-    };
+    });
   }
 
   /**

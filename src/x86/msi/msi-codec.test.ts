@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { IrqChipError } from '../../base/errors.ts';
+import { rejectsWith } from '../controller-test-support.ts';
 import { DeliveryMode, DestinationMode, DestinationShorthand, TriggerMode } from '../interrupt-message.ts';
 import {
   decodeMsi,
@@ -15,10 +15,6 @@ import {
 
 const THIRTY_TWO_BIT_IDS: MsiDestinationFormat = { x2apicDestinationIds: true };
 const EXTENDED_DESTINATION_ID: MsiDestinationFormat = { extendedDestinationId: true };
-
-function rejectsWith(code: string): (error: unknown) => boolean {
-  return (error: unknown) => error instanceof IrqChipError && error.code === code;
-}
 
 describe('MSI decode (SDM §11.11, x86-controllers.md §4)', () => {
   test('M1 address 0xFEE01000 data 0xF1: physical fixed edge vector 0xF1 to destination 1', () => {

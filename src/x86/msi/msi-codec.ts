@@ -31,6 +31,7 @@ import {
   DeliveryMode,
   DestinationMode,
   DestinationShorthand,
+  interruptMessage,
   TriggerMode,
   type InterruptMessage,
 } from '../interrupt-message.ts';
@@ -213,21 +214,6 @@ export function decodeMsiInto(
   target.sourceApic = undefined;
 }
 
-/** A message with every field present, in one fixed order (one hidden class for V8). */
-export function blankInterruptMessage(): MutableInterruptMessage {
-  return {
-    destination: 0,
-    destinationMode: DestinationMode.Physical,
-    deliveryMode: DeliveryMode.Fixed,
-    vector: 0,
-    triggerMode: TriggerMode.Edge,
-    level: true,
-    shorthand: DestinationShorthand.None,
-    redirectionHint: false,
-    sourceApic: undefined,
-  };
-}
-
 /**
  * Decodes an MSI into a new `InterruptMessage` (shorthand none, no source APIC). Never throws for
  * any 32-bit `data` or `addressLow` (bits 31:20 are not examined; see `isInterruptAddress`).
@@ -242,7 +228,7 @@ export function decodeMsi(
 ): InterruptMessage {
   checkMsiWords(addressLow, addressHigh, data);
   checkMsiDestinationFormat(format);
-  const message = blankInterruptMessage();
+  const message: MutableInterruptMessage = interruptMessage();
   decodeMsiInto(
     message,
     addressLow,

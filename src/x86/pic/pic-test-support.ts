@@ -2,7 +2,8 @@
  * Helpers shared by the PIC tests: the spec's notation (§7: `out`, `in`, standard init) over a
  * `PicPair`.
  */
-import { PicChip, type PicChipRegisters, type PicPair, PicPort } from './pic.ts';
+import { initialisePicPair } from './pic-init.ts';
+import { PicChip, type PicChipRegisters, type PicPair } from './pic.ts';
 
 /** ICW4 for 8086 mode with normal EOI, as in the spec's standard init. */
 export const ICW4_8086 = 0x01;
@@ -27,15 +28,7 @@ export function inb(pic: PicPair, port: number): number {
  * icw4 — edge, vectors 0x08/0x70, cascade on IR2.
  */
 export function standardInit(pic: PicPair, masterIcw4 = ICW4_8086, slaveIcw4 = ICW4_8086): void {
-  for (const [command, data, vectorBase, icw3, icw4] of [
-    [PicPort.MasterCommand, PicPort.MasterData, 0x08, 0x04, masterIcw4],
-    [PicPort.SlaveCommand, PicPort.SlaveData, 0x70, 0x02, slaveIcw4],
-  ] as const) {
-    out(pic, command, 0x11);
-    out(pic, data, vectorBase);
-    out(pic, data, icw3);
-    out(pic, data, icw4);
-  }
+  initialisePicPair(pic, { masterVectorBase: 0x08, slaveVectorBase: 0x70, masterIcw4, slaveIcw4 });
 }
 
 export function master(pic: PicPair): PicChipRegisters {
