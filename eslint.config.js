@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'build/'] },
+  { ignores: ['node_modules/', 'build/', 'test/.readme/'] },
   js.configs.recommended,
   ...tseslint.configs.strictTypeChecked,
   {

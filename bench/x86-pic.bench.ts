@@ -20,7 +20,7 @@ const SLAVE_VECTOR = SLAVE_VECTOR_BASE + 4;
 
 /** Times one cycle of `irq`, then checks every INTA returned `vector` (warm-up and samples alike). */
 function timeCycle(name: string, irq: number, vector: number, eoiPorts: readonly number[]): BenchResult {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   initialisePicPair(pic, { masterVectorBase: MASTER_VECTOR_BASE, slaveVectorBase: SLAVE_VECTOR_BASE });
   let cycles = 0;
   let wrongVectors = 0;

@@ -21,3 +21,92 @@ export {
   type WaitResult,
 } from './event/event.ts';
 export { IrqEdgeEvent, IrqLevelEvent, type IrqEdgeEventDescriptor, type IrqLevelEventDescriptor } from './event/irq-event.ts';
+
+// The x86 controllers: the message they exchange, the 8259A pair, the IOAPIC, the local APICs
+// and the bus between them, and the MSI format.
+export {
+  DeliveryMode,
+  DestinationMode,
+  DestinationShorthand,
+  TriggerMode,
+  X2APIC_BROADCAST,
+  XAPIC_BROADCAST,
+  interruptMessage,
+  type EoiBroadcastListener,
+  type ExtIntController,
+  type InterruptMessage,
+  type InterruptMessageSink,
+} from './x86/interrupt-message.ts';
+export {
+  PIC_IRQS,
+  PicChip,
+  PicPair,
+  PicPort,
+  type PicAckListener,
+  type PicChipRegisters,
+  type PicCounterName,
+  type PicMaskListener,
+  type PicOutputListener,
+  type PicPairDescriptor,
+} from './x86/pic/pic.ts';
+export { initialisePicPair, type PicPairInitialisation } from './x86/pic/pic-init.ts';
+export {
+  IOAPIC_DEFAULT_BASE_ADDRESS,
+  IOAPIC_PIN_COUNT,
+  IOAPIC_RTC_PIN,
+  IOAPIC_STORM_DELAY_NS,
+  IOAPIC_STORM_EOI_THRESHOLD,
+  IOAPIC_WINDOW_BYTES,
+  Ioapic,
+  IoapicMmioOffset,
+  IoapicRegisterIndex,
+  IoapicVersion,
+  type IoapicCounter,
+  type IoapicDescriptor,
+  type IoapicOptions,
+  type IoapicViewOptions,
+  type RedirectionEntryHalves,
+  type ResampleListener,
+} from './x86/ioapic/ioapic.ts';
+export {
+  LocalApic,
+  MpState,
+  NO_INTERRUPT,
+  type DoorbellWaitResult,
+  type InitSipiOutcome,
+  type LocalApicDescriptor,
+  type LocalApicOptions,
+  type LocalApicWiring,
+  type LocalInterruptSource,
+  type MsrReadResult,
+  type SipiStart,
+} from './x86/lapic/local-apic.ts';
+export type { ApicBusMember } from './x86/lapic/apic-bus-member.ts';
+export { ApicBus, MAX_BUS_INDEX, type ApicBusCounters, type ApicBusDescriptor, type ApicBusOptions } from './x86/lapic/apic-bus.ts';
+export {
+  MSI_ADDRESS_WINDOW,
+  decodeMsi,
+  encodeMsi,
+  isInterruptAddress,
+  type EncodedMsi,
+  type MsiDestinationFormat,
+  type MsiFields,
+} from './x86/msi/msi-codec.ts';
+
+// Routing: GSIs to controller pins or MSI messages.
+export {
+  IrqSourceChip,
+  MAX_GSI_COUNT,
+  PIC_PINS_PER_CHIP,
+  defaultIrqRoutes,
+  ioapicIrqRoute,
+  isaIrqOfPicPin,
+  msiIrqRoute,
+  picIrqRoute,
+  type IrqRoute,
+  type IrqSource,
+} from './routing/irq-route.ts';
+export { GsiRoutingTable } from './routing/gsi-routing-table.ts';
+
+// The chip's buses (the IrqChip itself lands with UserspaceIrqChip).
+export { Bus, type BusAccessor, type BusDevice } from './chip/bus.ts';

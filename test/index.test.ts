@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as irqchip from '../src/index.ts';
 
-test('the public entry point exports the foundation names and loads no native code', () => {
-  for (const name of ['IrqChipError', 'ErrorCode', 'Event', 'MemoryEvent', 'IrqEdgeEvent', 'IrqLevelEvent', 'VirtualClock', 'HostClock']) {
+test('the public entry point exports the foundation and controller names', () => {
+  const names = ['IrqChipError', 'ErrorCode', 'Event', 'MemoryEvent', 'IrqEdgeEvent', 'IrqLevelEvent', 'VirtualClock', 'HostClock'];
+  names.push('PicPair', 'Ioapic', 'LocalApic', 'ApicBus', 'decodeMsi', 'encodeMsi', 'interruptMessage', 'GsiRoutingTable', 'Bus');
+  for (const name of names) {
     assert.ok(name in irqchip, `${name} is exported`);
   }
   assert.deepEqual(Object.values(irqchip.ErrorCode).sort(), ['EAGAIN', 'EBUSY', 'EEXIST', 'EINVAL', 'ENOENT', 'ENOSPC', 'ENOTTY']);

@@ -66,7 +66,7 @@ interface Machine {
 function buildMachine(): Machine {
   const clock = new VirtualClock();
   const bus = ApicBus.create();
-  const pic = new PicPair();
+  const pic = PicPair.create();
   const ioapic = Ioapic.create({ sink: bus, clock });
   const cpus = [0, 1].map((index) => LocalApic.create({ busIndex: index, bsp: index === 0, clock, ipiSink: bus, eoiListener: ioapic, extInt: pic }));
   for (const cpu of cpus) {

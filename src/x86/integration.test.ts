@@ -48,7 +48,7 @@ interface MachineOptions {
 class Machine {
   readonly clock = new VirtualClock();
   readonly bus: ApicBus;
-  readonly pic = new PicPair();
+  readonly pic = PicPair.create();
   readonly ioapic: Ioapic;
   readonly apics: LocalApic[];
   /** Every EOI broadcast a local APIC made, in order (they are forwarded to the IOAPIC). */

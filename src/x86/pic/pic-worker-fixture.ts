@@ -18,7 +18,7 @@ export interface PulseWorkerData {
 }
 
 function pulseBoth({ pic: descriptor, flags: flagBuffer, irqs, pulses }: PulseWorkerData): void {
-  const pic = PicPair.fromDescriptor(descriptor);
+  const pic = PicPair.fromState(descriptor);
   const flags = new Int32Array(flagBuffer);
   try {
     for (let pulse = 0; pulse < pulses; pulse++) {

@@ -77,7 +77,7 @@ function runStep(pic: PicPair, step: Step): number | undefined {
 }
 
 function freshPic(initialise: boolean): PicPair {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   if (initialise) standardInit(pic);
   return pic;
 }
@@ -167,7 +167,7 @@ test('snapshot round trip: a restored pair continues a random walk exactly like 
     fc.property(walkArbitrary, fc.array(stepArbitrary, { maxLength: 60 }), ({ initialise, steps }, continuation) => {
       const original = freshPic(initialise);
       steps.forEach((step) => runStep(original, step));
-      const restored = new PicPair();
+      const restored = PicPair.create();
       restored.restore(original.snapshot());
       assert.deepEqual(observe(restored), observe(original));
       for (const step of continuation) {
@@ -201,7 +201,7 @@ test('damaged snapshots (truncated, a flipped bit, another kind or version) are 
 });
 
 test('snapshots holding impossible states are refused with EINVAL and change nothing', () => {
-  const donor = new PicPair();
+  const donor = PicPair.create();
   standardInit(donor);
   donor.setIrq(12, true);
   const masterWord = (field: ChipWord): number => LOCK_WORDS + field;
@@ -218,7 +218,7 @@ test('snapshots holding impossible states are refused with EINVAL and change not
     ['output low with a deliverable request', outputWord, 0],
     ['slave request without master IRR2', masterWord(ChipWord.Irr), 0x00],
   ];
-  const pic = new PicPair();
+  const pic = PicPair.create();
   pic.setIrq(5, true);
   for (const [what, word, value] of corruptions) {
     const words = new Int32Array(donor.descriptor().buffer).slice();
@@ -228,10 +228,10 @@ test('snapshots holding impossible states are refused with EINVAL and change not
 });
 
 test('restore tells the output listener when the restored INT level differs', () => {
-  const donor = new PicPair();
+  const donor = PicPair.create();
   standardInit(donor);
   donor.setIrq(4, true);
-  const pic = new PicPair();
+  const pic = PicPair.create();
   const levels: boolean[] = [];
   pic.setOutputListener((level) => levels.push(level));
   pic.restore(donor.snapshot());

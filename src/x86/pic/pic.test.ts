@@ -25,7 +25,7 @@ import {
 const { MasterCommand, MasterData, SlaveCommand, SlaveData, MasterElcr, SlaveElcr } = PicPort;
 
 function initialisedPic(masterIcw4?: number, slaveIcw4?: number): PicPair {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   standardInit(pic, masterIcw4, slaveIcw4);
   return pic;
 }
@@ -35,7 +35,7 @@ function initialisedPic(masterIcw4?: number, slaveIcw4?: number): PicPair {
 // ---------------------------------------------------------------------------------------------
 
 test('P1 reset state: IMR of both chips and ELCR read 0x00', () => {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   assert.equal(inb(pic, MasterData), 0x00);
   assert.equal(inb(pic, SlaveData), 0x00);
   assert.equal(inb(pic, MasterElcr), 0x00);
@@ -55,7 +55,7 @@ test('P2 standard init then OCW1 0xFB: IMR reads 0xFB and the data port is back 
 });
 
 test('P3 ICW1 without IC4: initialisation ends after ICW3, the next data byte is IMR', () => {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   out(pic, MasterCommand, 0x10);
   out(pic, MasterData, 0x08);
   assert.equal(master(pic).initState, InitState.ExpectIcw3);
@@ -67,7 +67,7 @@ test('P3 ICW1 without IC4: initialisation ends after ICW3, the next data byte is
 });
 
 test('P4 ICW1 0x13 (single + IC4): the byte after ICW2 is ICW4, then IMR', () => {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   out(pic, MasterCommand, 0x13);
   out(pic, MasterData, 0x08);
   assert.equal(master(pic).initState, InitState.ExpectIcw4);
@@ -79,7 +79,7 @@ test('P4 ICW1 0x13 (single + IC4): the byte after ICW2 is ICW4, then IMR', () =>
 });
 
 test('P5 ELCR writes of 0xFF read back 0xF8 and 0xDE (forced-edge bits), counted as reserved writes', () => {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   out(pic, MasterElcr, 0xff);
   out(pic, SlaveElcr, 0xff);
   assert.equal(inb(pic, MasterElcr), 0xf8);
@@ -88,7 +88,7 @@ test('P5 ELCR writes of 0xFF read back 0xF8 and 0xDE (forced-edge bits), counted
 });
 
 test('§6.16 ELCR write is value & mask, not crosvm\'s value & ~elcr', () => {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   out(pic, MasterElcr, 0x10);
   out(pic, MasterElcr, 0x30);
   assert.equal(inb(pic, MasterElcr), 0x30);
@@ -502,7 +502,7 @@ test('an edge request stays latched after its line falls (no interrupt lost)', (
 });
 
 test('LTIM (ICW1 0x19): every input is level-sensitive, so a request stays in IRR after INTA', () => {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   out(pic, MasterCommand, 0x19);
   out(pic, MasterData, 0x08);
   out(pic, MasterData, 0x04);
@@ -516,7 +516,7 @@ test('LTIM (ICW1 0x19): every input is level-sensitive, so a request stays in IR
 });
 
 test('cascade under master LTIM: IR2 follows the slave request, so a request masked away is not delivered', () => {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   standardInit(pic);
   out(pic, MasterCommand, 0x19);
   out(pic, MasterData, 0x08);
@@ -613,7 +613,7 @@ test('ports the PIC does not decode read 0xFF and count as ignored accesses', ()
 });
 
 test('ICW4 in MCS-80 mode, ICW3 off the PC cascade, and reserved ICW4/OCW3 bits are counted', () => {
-  const pic = new PicPair();
+  const pic = PicPair.create();
   out(pic, MasterCommand, 0x11);
   out(pic, MasterData, 0x08);
   out(pic, MasterData, 0x08);
@@ -649,7 +649,7 @@ test('reset returns to power-on state (ELCR 0, IMR 0, vector base 0), acknowledg
   const acknowledged: number[] = [];
   pic.setAckListener(4, (irq) => acknowledged.push(irq));
   pic.reset();
-  const fresh = new PicPair();
+  const fresh = PicPair.create();
   assert.deepEqual(master(pic), master(fresh));
   assert.deepEqual(slave(pic), slave(fresh));
   assert.equal(pic.outputLevel(), false);
@@ -659,7 +659,7 @@ test('reset returns to power-on state (ELCR 0, IMR 0, vector base 0), acknowledg
 
 test('a second view built from the descriptor operates on the same pair', () => {
   const pic = initialisedPic();
-  const other = PicPair.fromDescriptor(pic.descriptor());
+  const other = PicPair.fromState(pic.descriptor());
   other.setIrq(4, true);
   assert.equal(pic.outputLevel(), true);
   assert.equal(pic.acknowledge(), 0x0c);
@@ -683,8 +683,8 @@ test('caller misuse throws EINVAL and changes nothing', () => {
     () => { pic.writePort(-0x20, 1, 0); },
     () => { pic.setAckListener(16, undefined); },
     () => pic.registers(2 as 0),
-    () => PicPair.fromDescriptor({ kind: 'pic-pair', buffer: new SharedArrayBuffer(8) }),
-    () => PicPair.fromDescriptor({ kind: 'ioapic' as 'pic-pair', buffer: pic.descriptor().buffer }),
+    () => PicPair.fromState({ kind: 'pic-pair', buffer: new SharedArrayBuffer(8) }),
+    () => PicPair.fromState({ kind: 'ioapic' as 'pic-pair', buffer: pic.descriptor().buffer }),
   ];
   for (const misuse of misuses) {
     assert.throws(misuse, { name: 'IrqChipError', code: 'EINVAL' });

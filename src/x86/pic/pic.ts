@@ -112,11 +112,6 @@ export interface PicPairDescriptor {
   readonly buffer: SharedArrayBuffer;
 }
 
-export interface PicPairOptions {
-  /** View an existing pair's state instead of allocating a new pair at power-on state. */
-  readonly state?: PicPairDescriptor;
-}
-
 /**
  * Called when ISA IRQ `irq` is acknowledged (§1.10): its ISR bit was cleared by an EOI, by AEOI at
  * INTA, or by ICW1/reset, or ICW1/reset dropped its pending edge request.
@@ -211,17 +206,21 @@ export class PicPair implements ExtIntController {
   /** IMR of both chips (bit n = IRQ n) when the pending mask flips were gathered. */
   private maskedIrqsAtFlip = 0;
 
-  /** A new pair at power-on state (all registers 0, every IRQ unmasked), or a view of `options.state`. */
-  constructor(options: PicPairOptions = {}) {
-    this.words = options.state === undefined ? allocateStateWords(MODEL_WORDS) : PicPair.wordsOf(options.state);
+  private constructor(words: Int32Array) {
+    this.words = words;
     this.counterWords = new CounterWords(this.words);
     this.master = new Pic8259Chip(this.words, MASTER_BASE, MASTER_ROLE, this.pending, this.counterWords);
     this.slave = new Pic8259Chip(this.words, SLAVE_BASE, SLAVE_ROLE, this.pending, this.counterWords);
   }
 
+  /** A new pair at power-on state (all registers 0, every IRQ unmasked). */
+  static create(): PicPair {
+    return new PicPair(allocateStateWords(MODEL_WORDS));
+  }
+
   /** Another view over the same pair, e.g. in a worker that received `descriptor()`. */
-  static fromDescriptor(descriptor: PicPairDescriptor): PicPair {
-    return new PicPair({ state: descriptor });
+  static fromState(descriptor: PicPairDescriptor): PicPair {
+    return new PicPair(PicPair.wordsOf(descriptor));
   }
 
   private static wordsOf(descriptor: PicPairDescriptor): Int32Array {
