@@ -45,6 +45,13 @@ describe('Event: eventfd counter semantics', () => {
     assert.equal(clone.readCount(), 0n);
   });
 
+  test('sameCounter: true for clones and rebuilt handles, false for another event', () => {
+    const event = Event.create();
+    assert.ok(event.sameCounter(event.tryClone()));
+    assert.ok(event.sameCounter(Event.fromDescriptor(structuredClone(event.descriptor()))));
+    assert.ok(!event.sameCounter(Event.create()));
+  });
+
   test('readCount does not clear; reset does', () => {
     const event = Event.create();
     event.signal(7);

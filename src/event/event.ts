@@ -53,6 +53,8 @@ export interface Event {
   tryClone(): Event;
   /** The serialisable form of this handle, for `postMessage`. */
   descriptor(): EventDescriptor;
+  /** Whether `other` is a handle on this same counter (a clone, or rebuilt from its descriptor). */
+  sameCounter(other: Event): boolean;
 }
 
 type EventFactory = (descriptor: EventDescriptor) => Event;
@@ -104,10 +106,13 @@ export function mustNotBlockError(): IrqChipError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Memory backing. Layout of its SharedArrayBuffer (16 bytes):
+// Memory backing. Layout of its SharedArrayBuffer (24 bytes):
 //   bytes 0–7   the counter, u64 (read through BigUint64Array; waited on through BigInt64Array,
 //               which is what Atomics.wait accepts — the zero test is the same in both)
 //   bytes 8–11  number of threads waiting, i32: signal() notifies only when it is non-zero
+//   bytes 16–23 identity: 64 random bits written at creation. A SharedArrayBuffer that crosses
+//               threads (or structuredClone) arrives as a new object over the same memory, so
+//               object identity cannot tell whether two handles share a counter; this can.
 // ---------------------------------------------------------------------------------------------
 
 export interface MemoryEventDescriptor extends EventDescriptor {
@@ -117,7 +122,8 @@ export interface MemoryEventDescriptor extends EventDescriptor {
 
 const COUNTER = 0;
 const WAITER_COUNT = 0; // index into the Int32Array view over bytes 8–11
-const MEMORY_EVENT_BYTES = 16;
+const MEMORY_EVENT_BYTES = 24;
+const IDENTITY_OFFSET = 16;
 /** The longest timer delay JavaScript allows: the keep-alive timer never fires in practice. */
 const KEEP_ALIVE_INTERVAL_MS = 2 ** 31 - 1;
 
@@ -125,14 +131,19 @@ export class MemoryEvent implements Event {
   private readonly counter: BigUint64Array;
   private readonly counterForWait: BigInt64Array;
   private readonly waiters: Int32Array;
+  private readonly identity: BigUint64Array;
 
-  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(MEMORY_EVENT_BYTES)) {
-    if (!(buffer instanceof SharedArrayBuffer) || buffer.byteLength < MEMORY_EVENT_BYTES) {
+  /** A new event with count 0, or a handle on the counter in `buffer`. */
+  constructor(buffer?: SharedArrayBuffer) {
+    const memory = buffer ?? new SharedArrayBuffer(MEMORY_EVENT_BYTES);
+    if (!(memory instanceof SharedArrayBuffer) || memory.byteLength < MEMORY_EVENT_BYTES) {
       throw new IrqChipError(ErrorCode.EINVAL, `a memory event needs a SharedArrayBuffer of ${MEMORY_EVENT_BYTES} bytes`);
     }
-    this.counter = new BigUint64Array(buffer, 0, 1);
-    this.counterForWait = new BigInt64Array(buffer, 0, 1);
-    this.waiters = new Int32Array(buffer, 8, 1);
+    this.counter = new BigUint64Array(memory, 0, 1);
+    this.counterForWait = new BigInt64Array(memory, 0, 1);
+    this.waiters = new Int32Array(memory, 8, 1);
+    this.identity = new BigUint64Array(memory, IDENTITY_OFFSET, 1);
+    if (buffer === undefined) crypto.getRandomValues(this.identity);
   }
 
   static fromDescriptor(descriptor: EventDescriptor): MemoryEvent {
@@ -210,6 +221,10 @@ export class MemoryEvent implements Event {
 
   tryClone(): MemoryEvent {
     return new MemoryEvent(this.counter.buffer as SharedArrayBuffer);
+  }
+
+  sameCounter(other: Event): boolean {
+    return other instanceof MemoryEvent && other.identity[0] === this.identity[0];
   }
 
   /** Notifies only when a waiter has said it waits: an unconditional notify doubles the cost of a signal. */
