@@ -170,6 +170,30 @@ export const benchmarks: Benchmark[] = [
     },
   },
   {
+    name: 'ioapic: edge pulse through trySetIrq → message',
+    run() {
+      const { ioapic, sink } = ioapicWithEntry(VECTOR);
+      return timeDelivering('ioapic: edge pulse through trySetIrq → message', sink, 1, () => {
+        ioapic.trySetIrq(PIN, true);
+        ioapic.trySetIrq(PIN, false);
+      });
+    },
+  },
+  {
+    name: 'ioapic: resampled level, EOI → resample → device re-asserts',
+    run() {
+      const { ioapic, sink } = ioapicWithEntry(VECTOR | LEVEL_TRIGGERED);
+      ioapic.setPinResampled(PIN, true);
+      ioapic.setResampleListener((pin) => ioapic.setIrq(pin, true));
+      ioapic.setIrq(PIN, true);
+      sink.delivered = 0;
+      // A resampled pin never storms: each EOI lowers the line, and the re-assert delivers afresh.
+      return timeDelivering('ioapic: resampled level, EOI → resample → device re-asserts', sink, 1, () => {
+        ioapic.endOfInterrupt(VECTOR);
+      });
+    },
+  },
+  {
     name: 'ioapic: mask + unmask RTE (IOREGSEL + IOWIN ×2)',
     run() {
       const { ioapic, sink } = ioapicWithEntry(VECTOR | LEVEL_TRIGGERED);

@@ -1,7 +1,18 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { IrqChipError } from '../src/base/errors.ts';
-import { LOCK_WORDS, allocateStateWords, crc32, decodeSnapshot, encodeSnapshot, restoreSnapshot, withLock } from '../src/base/shared-state.ts';
+import {
+  LOCK_WORDS,
+  acquireLock,
+  allocateStateWords,
+  crc32,
+  decodeSnapshot,
+  encodeSnapshot,
+  releaseLock,
+  restoreSnapshot,
+  tryAcquireLock,
+  withLock,
+} from '../src/base/shared-state.ts';
 
 const isEinval = (error: unknown) => error instanceof IrqChipError && error.code === 'EINVAL';
 
@@ -62,4 +73,30 @@ test('withLock releases the lock when the body throws', () => {
   const words = allocateStateWords(0);
   assert.throws(() => withLock(words, () => { throw new Error('boom'); }));
   assert.equal(withLock(words, () => 42), 42);
+});
+
+/** Word 0 of every state: the lock, 0 = free, 1 = held. */
+const LOCK_STATE = 0;
+
+test('tryAcquireLock takes a free lock, then fails without waiting until it is released', () => {
+  const words = allocateStateWords(1);
+  assert.equal(tryAcquireLock(words), true);
+  assert.equal(words[LOCK_STATE], 1);
+  assert.equal(tryAcquireLock(words), false);
+  assert.equal(words[LOCK_STATE], 1, "a failed try leaves the holder's lock held");
+  releaseLock(words);
+  assert.equal(tryAcquireLock(words), true);
+  releaseLock(words);
+});
+
+test('tryAcquireLock fails while acquireLock or withLock holds the lock', () => {
+  const words = allocateStateWords(1);
+  acquireLock(words);
+  assert.equal(tryAcquireLock(words), false);
+  releaseLock(words);
+  assert.equal(
+    withLock(words, () => tryAcquireLock(words)),
+    false,
+  );
+  assert.equal(words[LOCK_STATE], 0, 'withLock released it');
 });

@@ -29,10 +29,19 @@ export function allocateStateWords(modelWords: number): Int32Array {
   return new Int32Array(new SharedArrayBuffer((LOCK_WORDS + modelWords) * Int32Array.BYTES_PER_ELEMENT));
 }
 
+/**
+ * Takes the controller lock if it is free, without waiting: one compare-exchange. Returns whether
+ * it was taken; if so, release it with `releaseLock`. For paths that must not wait behind another
+ * thread and defer their work instead.
+ */
+export function tryAcquireLock(words: Int32Array): boolean {
+  return Atomics.compareExchange(words, LOCK_STATE, 0, 1) === 0;
+}
+
 /** Takes the controller lock. Hold it only for short, non-reentrant sections. */
 export function acquireLock(words: Int32Array): void {
   for (let spin = 0; ; spin++) {
-    if (Atomics.compareExchange(words, LOCK_STATE, 0, 1) === 0) return;
+    if (tryAcquireLock(words)) return;
     if (spin >= SPINS_BEFORE_SLEEP && threadMayBlock) {
       Atomics.add(words, LOCK_WAITERS, 1);
       Atomics.wait(words, LOCK_STATE, 1, 1);

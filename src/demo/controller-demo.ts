@@ -116,8 +116,9 @@ export function runControllerDemo(steps = 2_000): ControllerSourceSummary[] {
   // each resample) until its queue is empty.
   const device = new IrqLevelEvent();
   let deviceQueue = 0;
-  ioapic.setResampleListener(DEVICE_PIN, () => {
-    device.triggerResample();
+  ioapic.setPinResampled(DEVICE_PIN, true);
+  ioapic.setResampleListener((pin) => {
+    if (pin === DEVICE_PIN) device.triggerResample();
   });
   const msi = encodeMsi({ destination: 1, destinationMode: DestinationMode.Physical, deliveryMode: DeliveryMode.Fixed, vector: MSI_VECTOR, triggerMode: TriggerMode.Edge, level: true, redirectionHint: false });
 

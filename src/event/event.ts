@@ -16,6 +16,7 @@
 
 import { ErrorCode, IrqChipError } from '../base/errors.ts';
 import { threadMayBlock } from '../base/thread.ts';
+import { waitAsyncKeepingAlive } from '../base/wait-async.ts';
 
 /** The largest value an eventfd counter can hold (eventfd(2): 0xfffffffffffffffe). */
 export const EVENT_COUNTER_MAX = 0xfffffffffffffffen;
@@ -124,8 +125,6 @@ const COUNTER = 0;
 const WAITER_COUNT = 0; // index into the Int32Array view over bytes 8–11
 const MEMORY_EVENT_BYTES = 24;
 const IDENTITY_OFFSET = 16;
-/** The longest timer delay JavaScript allows: the keep-alive timer never fires in practice. */
-const KEEP_ALIVE_INTERVAL_MS = 2 ** 31 - 1;
 
 export class MemoryEvent implements Event {
   private readonly counter: BigUint64Array;
@@ -179,25 +178,16 @@ export class MemoryEvent implements Event {
 
   async waitAsync(timeoutMs?: number): Promise<WaitResult> {
     const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
-    // A pending Atomics.waitAsync does not keep Node's event loop alive, so the process could exit
-    // under a waiter. A timer that never fires holds the loop open until the wait settles, as a
-    // pending read on a real eventfd would.
-    const keepAlive = setInterval(() => undefined, KEEP_ALIVE_INTERVAL_MS);
-    try {
-      for (;;) {
-        if (Atomics.load(this.counter, COUNTER) !== 0n) return 'signaled';
-        const remaining = deadline - performance.now();
-        if (remaining <= 0) return 'timed-out';
-        Atomics.add(this.waiters, WAITER_COUNT, 1);
-        try {
-          const pending = Atomics.waitAsync(this.counterForWait, COUNTER, 0n, remaining);
-          if (pending.async) await pending.value;
-        } finally {
-          Atomics.sub(this.waiters, WAITER_COUNT, 1);
-        }
+    for (;;) {
+      if (Atomics.load(this.counter, COUNTER) !== 0n) return 'signaled';
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return 'timed-out';
+      Atomics.add(this.waiters, WAITER_COUNT, 1);
+      try {
+        await waitAsyncKeepingAlive(this.counterForWait, COUNTER, 0n, remaining);
+      } finally {
+        Atomics.sub(this.waiters, WAITER_COUNT, 1);
       }
-    } finally {
-      clearInterval(keepAlive);
     }
   }
 

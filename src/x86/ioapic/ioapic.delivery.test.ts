@@ -98,7 +98,8 @@ test('I13 level asserted while masked is delivered at unmask when the pin has no
 test('I13 with a resampler: unmask does not deliver, lowers the line and signals the resampler', () => {
   const { ioapic, sink } = makeIoapic();
   const signalled: number[] = [];
-  ioapic.setResampleListener(10, (pin) => signalled.push(pin));
+  ioapic.setPinResampled(10, true);
+  ioapic.setResampleListener((pin) => signalled.push(pin));
   writeEntry(ioapic, 10, entryLow({ vector: 0x33, level: true, masked: true }));
   ioapic.setIrq(10, true);
   writeEntryLow(ioapic, 10, entryLow({ vector: 0x33, level: true }));
@@ -111,7 +112,8 @@ test('I13 with a resampler: unmask does not deliver, lowers the line and signals
 
 test('I13 a device that re-asserts from its resample listener is delivered (listener runs unlocked)', () => {
   const { ioapic, sink } = makeIoapic();
-  ioapic.setResampleListener(10, (pin) => ioapic.setIrq(pin, true));
+  ioapic.setPinResampled(10, true);
+  ioapic.setResampleListener((pin) => ioapic.setIrq(pin, true));
   writeEntry(ioapic, 10, entryLow({ vector: 0x33, level: true, masked: true }));
   ioapic.setIrq(10, true);
   writeEntryLow(ioapic, 10, entryLow({ vector: 0x33, level: true }));

@@ -198,10 +198,11 @@ test('nextDeadlineNs reports the earliest of several deferred pins', () => {
 // Resampling at EOI
 // ---------------------------------------------------------------------------------------------
 
-test('EOI of a pin with a resampler lowers its line, clears remote IRR and signals it, without re-delivery', () => {
+test('EOI of a resampled pin lowers its line, clears remote IRR and signals it, without re-delivery', () => {
   const { ioapic, sink } = levelAsserted();
   const signalled: number[] = [];
-  ioapic.setResampleListener(PIN, (pin) => signalled.push(pin));
+  ioapic.setPinResampled(PIN, true);
+  ioapic.setResampleListener((pin) => signalled.push(pin));
   ioapic.endOfInterrupt(VECTOR);
   assert.deepEqual(signalled, [PIN]);
   assert.equal(ioapic.lineLevel(PIN), false);
@@ -211,25 +212,28 @@ test('EOI of a pin with a resampler lowers its line, clears remote IRR and signa
 
 test('a resample listener that re-asserts gets the interrupt delivered again', () => {
   const { ioapic, sink } = levelAsserted();
-  ioapic.setResampleListener(PIN, (pin) => ioapic.setIrq(pin, true));
+  ioapic.setPinResampled(PIN, true);
+  ioapic.setResampleListener((pin) => ioapic.setIrq(pin, true));
   ioapic.endOfInterrupt(VECTOR);
   assert.equal(sink.messages.length, 2);
   assert.equal(ioapic.remoteIrr(PIN), true);
 });
 
-test('a level pin with a resampler never storms: 20 000 EOIs, 20 000 re-deliveries, no deferral', () => {
+test('a resampled level pin never storms: 20 000 EOIs, 20 000 re-deliveries, no deferral', () => {
   const { ioapic, sink } = levelAsserted();
-  ioapic.setResampleListener(PIN, (pin) => ioapic.setIrq(pin, true));
+  ioapic.setPinResampled(PIN, true);
+  ioapic.setResampleListener((pin) => ioapic.setIrq(pin, true));
   eoiTimes(ioapic, 2 * IOAPIC_STORM_EOI_THRESHOLD);
   assert.equal(sink.messages.length, 2 * IOAPIC_STORM_EOI_THRESHOLD + 1);
   assert.equal(ioapic.counters().stormDeferrals, 0);
 });
 
-test('removing the resample listener restores plain re-delivery at EOI', () => {
+test('setPinResampled(pin, false) restores plain re-delivery at EOI', () => {
   const { ioapic, sink } = levelAsserted();
   const signalled: number[] = [];
-  ioapic.setResampleListener(PIN, (pin) => signalled.push(pin));
-  ioapic.setResampleListener(PIN, undefined);
+  ioapic.setPinResampled(PIN, true);
+  ioapic.setResampleListener((pin) => signalled.push(pin));
+  ioapic.setPinResampled(PIN, false);
   ioapic.endOfInterrupt(VECTOR);
   assert.deepEqual(signalled, []);
   assert.equal(sink.messages.length, 2);
@@ -238,9 +242,10 @@ test('removing the resample listener restores plain re-delivery at EOI', () => {
 test('EOI signals the resamplers of every level pin with the vector', () => {
   const { ioapic } = makeIoapic();
   const signalled: number[] = [];
+  ioapic.setResampleListener((resampled) => signalled.push(resampled));
   for (const pin of [4, 5]) {
     writeEntry(ioapic, pin, entryLow({ vector: VECTOR, level: true }));
-    ioapic.setResampleListener(pin, (resampled) => signalled.push(resampled));
+    ioapic.setPinResampled(pin, true);
     ioapic.setIrq(pin, true);
   }
   ioapic.endOfInterrupt(VECTOR);

@@ -38,6 +38,7 @@ type Operation =
   | { readonly kind: 'irq'; readonly pin: number; readonly level: boolean }
   | { readonly kind: 'eoi'; readonly vector: number; readonly triggerMode: TriggerMode }
   | { readonly kind: 'time'; readonly ns: number }
+  | { readonly kind: 'resampled'; readonly pin: number; readonly resampled: boolean }
   | { readonly kind: 'reset' };
 
 /** A few vectors and a few pins (the RTC pin among them), so that entries, lines and EOIs meet often. */
@@ -133,6 +134,7 @@ const operationArbitrary: fc.Arbitrary<Operation> = fc.oneof(
     weight: 1,
     arbitrary: fc.record({ kind: fc.constant('time' as const), ns: fc.integer({ min: 0, max: 2 * IOAPIC_STORM_DELAY_NS }) }),
   },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('resampled' as const), pin: hotPinArbitrary, resampled: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'reset' as const }) },
 );
 
@@ -172,6 +174,9 @@ function apply(ioapic: Ioapic, clock: VirtualClock, operation: Operation): numbe
       clock.advance(operation.ns);
       ioapic.runDelayedWork();
       return ioapic.nextDeadlineNs();
+    case 'resampled':
+      ioapic.setPinResampled(operation.pin, operation.resampled);
+      return undefined;
     case 'reset':
       ioapic.reset();
       return undefined;
@@ -221,9 +226,15 @@ test('random guest, device and EOI traffic never throws and keeps the invariants
         // The sink inspects the IOAPIC it is attached to; it is first called after `create` returns.
         const sink = checkingSink(results, options.extendedDestinationId ?? false, () => ioapic);
         const ioapic = Ioapic.create({ ...options, sink, clock });
+        const reasserting = new Set<number>();
         for (const [pin, reasserts] of resamplers) {
-          ioapic.setResampleListener(pin, reasserts ? () => ioapic.setIrq(pin, true) : () => undefined);
+          ioapic.setPinResampled(pin, true);
+          if (reasserts) reasserting.add(pin);
+          else reasserting.delete(pin);
         }
+        ioapic.setResampleListener((pin) => {
+          if (reasserting.has(pin)) ioapic.setIrq(pin, true);
+        });
         let counters = ioapic.counters();
         for (const operation of operations) {
           const result = apply(ioapic, clock, operation);
@@ -292,6 +303,31 @@ test('snapshot mid-walk, restore into a fresh IOAPIC: the rest of the walk behav
         assert.deepEqual(copy.ioapic.snapshot(), original.ioapic.snapshot());
       },
     ),
+    { numRuns: 100 },
+  );
+});
+
+test('with the lock free, trySetIrq behaves exactly as setIrq through any walk', () => {
+  fc.assert(
+    fc.property(optionsArbitrary, walkArbitrary(120), (options: WalkOptions, operations) => {
+      const make = () => {
+        const clock = new VirtualClock();
+        const sink = new RecordingSink();
+        return { clock, sink, ioapic: Ioapic.create({ ...options, sink, clock }) };
+      };
+      const locking = make();
+      const trying = make();
+      for (const operation of operations) {
+        const expected = apply(locking.ioapic, locking.clock, operation);
+        const actual =
+          operation.kind === 'irq'
+            ? trying.ioapic.trySetIrq(operation.pin, operation.level)
+            : apply(trying.ioapic, trying.clock, operation);
+        assert.equal(actual, expected);
+      }
+      assert.deepEqual(trying.sink.messages, locking.sink.messages);
+      assert.deepEqual(trying.ioapic.snapshot(), locking.ioapic.snapshot());
+    }),
     { numRuns: 100 },
   );
 });

@@ -245,15 +245,20 @@ test('MMIO offset outside the window, size 0 or 9, or a value wider than the acc
   });
 });
 
-test('accessors and setResampleListener reject pin 24 with EINVAL', () => {
+test('accessors, setPinResampled and setResampleListener reject bad arguments with EINVAL', () => {
   const { ioapic } = makeIoapic();
   assertRejectedUnchanged(ioapic, () => ioapic.redirectionEntry(24));
   assertRejectedUnchanged(ioapic, () => ioapic.remoteIrr(24));
   assertRejectedUnchanged(ioapic, () => ioapic.lineLevel(-1));
+  assertRejectedUnchanged(ioapic, () => ioapic.isPinResampled(24));
   assertRejectedUnchanged(ioapic, () => {
-    ioapic.setResampleListener(24, () => undefined);
+    ioapic.setPinResampled(24, true);
   });
   assertRejectedUnchanged(ioapic, () => {
-    ioapic.setResampleListener(0, 'not a function' as unknown as () => void);
+    ioapic.setPinResampled(0, 1 as unknown as boolean);
+  });
+  assertRejectedUnchanged(ioapic, () => ioapic.trySetIrq(24, true));
+  assertRejectedUnchanged(ioapic, () => {
+    ioapic.setResampleListener('not a function' as unknown as () => void);
   });
 });

@@ -27,6 +27,9 @@
  *   72 + n                  successive EOIs of pin n that found its level line still asserted
  *   96 + 2n, 97 + 2n        deadline of pin n's deferred re-delivery in Clock nanoseconds: low 32
  *                           bits, high bits (meaningful while bit n of word 10 is set)
+ *   144                     resampled pins: bit n = pin n is resampled at EOI and unmask instead of
+ *                           re-delivered (wiring set by the VMM with `setPinResampled`, not by the
+ *                           guest; kept by RESET)
  *
  * Locking: every change except the single-word IOREGSEL write holds the IOAPIC lock, and words
  * are read and written plainly under it (the lock's atomics order them). Observers that read one
@@ -34,6 +37,12 @@
  * IOAPIC → LAPIC: the IOAPIC calls the sink (the APIC bus) with its lock held, so the sink must
  * never call back into this IOAPIC's mutators synchronously (the lock-free accessors are fine).
  * Resample listeners are called after the lock is released, so they may call `setIrq`.
+ *
+ * Views: whether a pin is resampled is state (word 144), so every view, on any thread, lowers a
+ * resampled pin's line at its EOI or unmask alike. Only the listener is per view: the view that
+ * performs the EOI calls its own listener, if it has one. A view without one still lowers the line
+ * and counts `resampleSignals`; whoever owns the device's resample listener on another thread must
+ * learn of it some other way (for instance the chip's EOI path on that thread).
  */
 
 import type { Clock } from '../../base/clock.ts';
@@ -45,6 +54,7 @@ import {
   LOCK_WORDS,
   releaseLock,
   restoreSnapshot,
+  tryAcquireLock,
   withLock,
 } from '../../base/shared-state.ts';
 import {
@@ -103,9 +113,10 @@ export const IOAPIC_STORM_DELAY_NS = 10_000_000;
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Called, after the IOAPIC lock is released, when the IOAPIC has lowered a level pin's line and
- * wants its device to re-check and re-assert it if still pending: at the EOI of the pin's vector,
- * and at an unmask or retarget that finds the line pending (§2.8 step 1, §2.9, §5.8; I13).
+ * Called, after the IOAPIC lock is released, when the IOAPIC has lowered the line of a resampled
+ * level pin (`setPinResampled`) and wants its device to re-check and re-assert it if still
+ * pending: at the EOI of the pin's vector, and at an unmask or retarget that finds the line
+ * pending (§2.8 step 1, §2.9, §5.8; I13). One listener per view serves every pin.
  */
 export type ResampleListener = (pin: number) => void;
 
@@ -181,7 +192,7 @@ const Counter = {
   rtcCoalesced: 10,
   /** Re-deliveries deferred by the storm limiter (§6.1). */
   stormDeferrals: 11,
-  /** Times a level line was lowered and its resample listener signalled. */
+  /** Times a resampled pin's line was lowered for its device to re-check (with or without a listener on the view). */
   resampleSignals: 12,
 } as const;
 export type IoapicCounter = keyof typeof Counter;
@@ -204,7 +215,8 @@ const COUNTERS = LOCK_WORDS + 9;
 const REDIRECTION_TABLE = COUNTERS + COUNTER_COUNT;
 const STORM_EOI_COUNTS = REDIRECTION_TABLE + 2 * IOAPIC_PIN_COUNT;
 const DEFERRAL_DEADLINES = STORM_EOI_COUNTS + IOAPIC_PIN_COUNT;
-const TOTAL_WORDS = DEFERRAL_DEADLINES + 2 * IOAPIC_PIN_COUNT;
+const RESAMPLED_PINS = DEFERRAL_DEADLINES + 2 * IOAPIC_PIN_COUNT;
+const TOTAL_WORDS = RESAMPLED_PINS + 1;
 const MODEL_WORDS = TOTAL_WORDS - LOCK_WORDS;
 
 const FLAG_RTC_EOI_TRACKING = 1 << 0;
@@ -212,7 +224,8 @@ const FLAG_EXTENDED_DESTINATION_ID = 1 << 1;
 const KNOWN_FLAGS = FLAG_RTC_EOI_TRACKING | FLAG_EXTENDED_DESTINATION_ID;
 
 const SNAPSHOT_KIND = 'IOAP';
-const SNAPSHOT_LAYOUT_VERSION = 1;
+/** 2: word 144, the resampled pins, was added. */
+const SNAPSHOT_LAYOUT_VERSION = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Register encodings
@@ -259,12 +272,8 @@ export class Ioapic implements EoiBroadcastListener {
   private readonly rtcEoiTracking: boolean;
   private readonly extendedDestinationId: boolean;
 
-  /** Resample listeners of this view (callbacks are not state: each view registers its own). */
-  private readonly resampleListeners: (ResampleListener | undefined)[] = new Array<ResampleListener | undefined>(
-    IOAPIC_PIN_COUNT,
-  ).fill(undefined);
-  /** Bit n set when pin n has a resample listener on this view. */
-  private resamplerPins = 0;
+  /** This view's resample listener (callbacks are not state: each view registers its own). */
+  private resampleListener: ResampleListener | undefined;
 
   /**
    * Messages are immutable and depend only on a few RTE bits, so each pin's last message is kept
@@ -389,11 +398,18 @@ export class Ioapic implements EoiBroadcastListener {
     // acquire/release rather than withLock: this is the per-interrupt path, and a closure per
     // call is measurable there.
     acquireLock(this.words);
-    try {
-      return level ? this.assertLine(pin) : this.deassertLine(pin);
-    } finally {
-      releaseLock(this.words);
-    }
+    return this.driveLineAndUnlock(pin, level);
+  }
+
+  /**
+   * `setIrq` that never waits for the lock: returns undefined, having changed nothing, when
+   * another view (on any thread) holds it, so the caller can defer the change and retry (as
+   * crosvm's device thread does when a vCPU holds the IOAPIC). Otherwise exactly `setIrq`.
+   */
+  trySetIrq(pin: number, level: boolean): number | undefined {
+    checkPin(pin);
+    if (!tryAcquireLock(this.words)) return undefined;
+    return this.driveLineAndUnlock(pin, level);
   }
 
   /**
@@ -416,20 +432,40 @@ export class Ioapic implements EoiBroadcastListener {
   }
 
   /**
-   * Registers (or with `undefined` removes) the resample listener of `pin` on this view. A level
-   * pin with a listener is resampled instead of re-delivered: at EOI and at unmask its line is
-   * lowered and the listener asked to re-assert if the device still needs service (§2.9, I13).
+   * Makes level pin `pin` resampled (or, with false, re-delivered again). A resampled pin's line
+   * is not re-delivered at EOI or unmask: it is lowered and the resample listener told, so the
+   * device re-asserts it only if it still needs service (§2.9, §5.8, I13; KVM's resampler irqfd).
+   * This is state shared by every view and saved in snapshots; a reset keeps it.
    */
-  setResampleListener(pin: number, listener: ResampleListener | undefined): void {
+  setPinResampled(pin: number, resampled: boolean): void {
     checkPin(pin);
+    check(typeof resampled === 'boolean', ErrorCode.EINVAL, 'resampled must be a boolean');
+    withLock(this.words, () => {
+      const bit = 1 << pin;
+      const pins = this.word(RESAMPLED_PINS);
+      this.setWord(RESAMPLED_PINS, resampled ? pins | bit : pins & ~bit);
+    });
+  }
+
+  isPinResampled(pin: number): boolean {
+    checkPin(pin);
+    return (this.observe(RESAMPLED_PINS) & (1 << pin)) !== 0;
+  }
+
+  /**
+   * Registers (or with `undefined` removes) this view's resample listener, called with the pin
+   * for every resampled pin whose line this view lowered (after the lock is released). Without a
+   * listener a resampled pin is still lowered and counted in `resampleSignals`: whether a pin is
+   * resampled is shared state, and the view that owns the device's listener may be on another
+   * thread, so it is that owner's job to learn of the EOI.
+   */
+  setResampleListener(listener: ResampleListener | undefined): void {
     check(
       listener === undefined || typeof (listener as unknown) === 'function',
       ErrorCode.EINVAL,
       'resample listener must be a function or undefined',
     );
-    this.resampleListeners[pin] = listener;
-    const bit = 1 << pin;
-    this.resamplerPins = listener === undefined ? this.resamplerPins & ~bit : this.resamplerPins | bit;
+    this.resampleListener = listener;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -493,7 +529,9 @@ export class Ioapic implements EoiBroadcastListener {
    * RESET (§2.3): every entry masked with the other bits 0, IOREGSEL 0, the ID from the options,
    * storm and RTC tracking cleared. Line levels are inputs driven by devices, not chip state, so a
    * line still asserted stays asserted (KVM and QEMU clear their irr; a level device that holds its
-   * line would then never interrupt again after the guest unmasks). Counters keep counting.
+   * line would then never interrupt again after the guest unmasks). Counters keep counting, and
+   * the resampled pins stay resampled: they describe how devices are wired, which RESET does not
+   * change.
    */
   reset(): void {
     withLock(this.words, () => {
@@ -516,7 +554,8 @@ export class Ioapic implements EoiBroadcastListener {
 
   /**
    * Replaces the state with a snapshot of an IOAPIC configured the same way. Throws EINVAL, and
-   * changes nothing, for damaged, foreign or impossible snapshots. Listeners are kept.
+   * changes nothing, for damaged, foreign or impossible snapshots. The resampled pins come from
+   * the snapshot; this view's listener is kept.
    */
   restore(bytes: Uint8Array): void {
     restoreSnapshot(this.words, bytes, SNAPSHOT_KIND, SNAPSHOT_LAYOUT_VERSION, (payload) => {
@@ -646,6 +685,15 @@ export class Ioapic implements EoiBroadcastListener {
     return this.deliver(pin, low);
   }
 
+  /** The body of `setIrq` and `trySetIrq`: called with the lock held, releases it. */
+  private driveLineAndUnlock(pin: number, level: boolean): number {
+    try {
+      return level ? this.assertLine(pin) : this.deassertLine(pin);
+    } finally {
+      releaseLock(this.words);
+    }
+  }
+
   private deassertLine(pin: number): number {
     this.lowerLine(pin);
     return 1;
@@ -711,14 +759,14 @@ export class Ioapic implements EoiBroadcastListener {
 
   /**
    * Services a level line that is pending and eligible (unmasked, remote IRR clear, not deferred):
-   * resample it if it has a listener (KVM's rule for stale pending state, §6.8), else deliver it.
+   * resample it if it is resampled (KVM's rule for stale pending state, §6.8), else deliver it.
    * Returns the pin's bit if it was resampled.
    */
   private servicePendingLevel(pin: number): number {
     const low = this.word(lowIndex(pin));
     if (!rteIsLevelTriggered(low) || rteIsMasked(low) || rteRemoteIrr(low)) return 0;
     if (!this.isLineHigh(pin) || this.isDeferred(pin)) return 0;
-    if (this.hasResampler(pin)) return this.resample(pin);
+    if (this.isResampled(pin)) return this.resample(pin);
     this.deliver(pin, low);
     return 0;
   }
@@ -731,12 +779,11 @@ export class Ioapic implements EoiBroadcastListener {
     return 1 << pin;
   }
 
-  /** Calls the listeners of the pins in `resampledPins`; the lock must not be held. */
+  /** Calls this view's listener for each pin in `resampledPins`; the lock must not be held. */
   private notifyResampled(resampledPins: number): void {
-    for (let pending = resampledPins; pending !== 0; pending &= pending - 1) {
-      const pin = lowestPin(pending);
-      this.resampleListeners[pin]?.(pin);
-    }
+    const listener = this.resampleListener;
+    if (listener === undefined) return;
+    for (let pending = resampledPins; pending !== 0; pending &= pending - 1) listener(lowestPin(pending));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -759,7 +806,7 @@ export class Ioapic implements EoiBroadcastListener {
   /** Ends a level interrupt: clears remote IRR, then resamples or re-delivers a line still high. */
   private completeLevel(pin: number, low: number): number {
     this.setWord(lowIndex(pin), low & ~RTE_REMOTE_IRR);
-    if (this.hasResampler(pin)) return this.resample(pin);
+    if (this.isResampled(pin)) return this.resample(pin);
     this.redeliverIfStillAsserted(pin, low & ~RTE_REMOTE_IRR);
     return 0;
   }
@@ -830,6 +877,7 @@ export class Ioapic implements EoiBroadcastListener {
     if ((word(IOAPIC_ID) & ~IOAPIC_ID_MASK) !== 0) reject('IOAPICID bits outside 27:24');
     if ((word(LINE_LEVELS) & ~ALL_PINS_MASK) !== 0) reject('line level of a pin that does not exist');
     if ((word(DEFERRED_PINS) & ~ALL_PINS_MASK) !== 0) reject('deferral of a pin that does not exist');
+    if ((word(RESAMPLED_PINS) & ~ALL_PINS_MASK) !== 0) reject('resampling of a pin that does not exist');
     const rtcPending = word(RTC_EOI_PENDING);
     if (rtcPending !== 0 && (rtcPending !== 1 || !this.rtcEoiTracking)) reject('impossible RTC EOI state');
     for (let pin = 0; pin < IOAPIC_PIN_COUNT; pin++) {
@@ -886,8 +934,8 @@ export class Ioapic implements EoiBroadcastListener {
     return (this.word(DEFERRED_PINS) & (1 << pin)) !== 0;
   }
 
-  private hasResampler(pin: number): boolean {
-    return (this.resamplerPins & (1 << pin)) !== 0;
+  private isResampled(pin: number): boolean {
+    return (this.word(RESAMPLED_PINS) & (1 << pin)) !== 0;
   }
 
   private deadline(pin: number): number {

@@ -920,6 +920,32 @@ test('a worker thread accepting into the IRR wakes the vCPU thread sleeping on t
   assert.deepEqual(await exited, [0]);
 });
 
+test('wake() moves the doorbell generation and changes no state, MP state included', () => {
+  const { apic } = makeEnabledApic();
+  apic.setMpState(MpState.Halted);
+  const before = apic.snapshot();
+  const generation = apic.doorbellGeneration();
+  apic.wake();
+  assert.notEqual(apic.doorbellGeneration(), generation);
+  assert.equal(apic.waitForDoorbell(generation, 0), 'not-equal');
+  assert.equal(apic.mpState(), MpState.Halted);
+  assert.equal(apic.hasPendingEvents(true), false);
+  assert.deepEqual(apic.snapshot(), before);
+});
+
+test('a worker thread calling wake() on its view wakes the vCPU thread sleeping on the doorbell', async () => {
+  const { apic, clock } = makeEnabledApic();
+  const generation = apic.doorbellGeneration();
+  const workerData: DoorbellWorkerData = { apic: apic.descriptor(), clock: clock.descriptor() };
+  const worker = startTypeScriptWorker(new URL('./local-apic-worker-fixture.ts', import.meta.url), { workerData });
+  const exited = once(worker, 'exit');
+  const result = apic.waitForDoorbell(generation, 10_000);
+  assert.notEqual(result, 'timed-out');
+  assert.notEqual(apic.doorbellGeneration(), generation);
+  assert.equal(apic.hasInterrupt(), false, 'a wake delivers nothing');
+  assert.deepEqual(await exited, [0]);
+});
+
 // ---------------------------------------------------------------------------------------------
 // Caller misuse: EINVAL, nothing changes
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@
  */
 
 import type { Clock } from '../../base/clock.ts';
+import { waitAsyncKeepingAlive } from '../../base/wait-async.ts';
 import { ErrorCode, check, checkRange } from '../../base/errors.ts';
 import { LOCK_WORDS, acquireLock, allocateStateWords, encodeSnapshot, releaseLock, restoreSnapshot, withLock } from '../../base/shared-state.ts';
 import {
@@ -683,6 +684,27 @@ export class LocalApic implements ApicBusMember {
     } finally {
       Atomics.sub(this.all, DOORBELL_WAITERS, 1);
     }
+  }
+
+  /** `waitForDoorbell` without blocking the thread (Atomics.waitAsync); any thread may use it. */
+  async waitForDoorbellAsync(generation: number, timeoutMs: number): Promise<DoorbellWaitResult> {
+    check(Number.isInteger(generation), ErrorCode.EINVAL, 'generation must be an integer');
+    check(timeoutMs >= 0, ErrorCode.EINVAL, 'timeoutMs must be non-negative');
+    Atomics.add(this.all, DOORBELL_WAITERS, 1);
+    try {
+      return await waitAsyncKeepingAlive(this.all, DOORBELL_GENERATION, generation, timeoutMs);
+    } finally {
+      Atomics.sub(this.all, DOORBELL_WAITERS, 1);
+    }
+  }
+
+  /**
+   * Rings the doorbell and changes nothing else: a vCPU sleeping in `waitForDoorbell` wakes and
+   * re-checks its events (a chip's kick, e.g. after it queued work for that vCPU). The MP state is
+   * left to the vCPU.
+   */
+  wake(): void {
+    this.ringDoorbell();
   }
 
   // -------------------------------------------------------------------------------------------

@@ -1,0 +1,64 @@
+/**
+ * The chip's controllers as bus devices (crosvm `finalize_devices`; seed-apis.md §2.7): the 8259A
+ * pair's ports, the IOAPIC's MMIO window and the local APIC window, which is the same address for
+ * every vCPU and reaches the APIC of the vCPU that made the access.
+ */
+
+import { IOAPIC_WINDOW_BYTES, type Ioapic } from '../x86/ioapic/ioapic.ts';
+import type { LocalApic } from '../x86/lapic/local-apic.ts';
+import type { PicPair } from '../x86/pic/pic.ts';
+import type { Bus, BusAccessor, BusDevice } from './bus.ts';
+
+/** I/O ports of the 8259A pair and the ELCR (x86-controllers.md §1.1). */
+export const PIC_PORT_RANGES: readonly (readonly [base: number, length: number])[] = [
+  [0x20, 2],
+  [0xa0, 2],
+  [0x4d0, 2],
+];
+/** The local APIC window (IA32_APIC_BASE's default; SDM vol. 3 §11.4.1). */
+export const LOCAL_APIC_WINDOW_BASE = 0xfee00000;
+export const LOCAL_APIC_WINDOW_BYTES = 0x1000;
+
+class PicPortDevice implements BusDevice {
+  readonly busName = 'pic';
+  constructor(
+    private readonly pic: PicPair,
+    private readonly base: number,
+  ) {}
+  read(offset: number, size: number): number {
+    return this.pic.readPort(this.base + offset, size);
+  }
+  write(offset: number, size: number, value: number): void {
+    this.pic.writePort(this.base + offset, size, value);
+  }
+}
+
+class IoapicDevice implements BusDevice {
+  readonly busName = 'ioapic';
+  constructor(private readonly ioapic: Ioapic) {}
+  read(offset: number, size: number): number {
+    return this.ioapic.mmioRead(offset, size);
+  }
+  write(offset: number, size: number, value: number): void {
+    this.ioapic.mmioWrite(offset, size, value);
+  }
+}
+
+class LocalApicWindowDevice implements BusDevice {
+  readonly busName = 'local-apic';
+  constructor(private readonly apics: readonly LocalApic[]) {}
+  read(offset: number, size: number, accessor: BusAccessor): number {
+    // An access from an unknown vCPU cannot happen on a VMM's bus; reading the floating bus is the safe answer.
+    return this.apics[accessor.vcpuIndex]?.mmioRead(offset, size) ?? 0xffffffff;
+  }
+  write(offset: number, size: number, value: number, accessor: BusAccessor): void {
+    this.apics[accessor.vcpuIndex]?.mmioWrite(offset, size, value);
+  }
+}
+
+/** Places the three controllers on the buses. EEXIST if something already occupies their ranges. */
+export function placeControllersOnBuses(pic: PicPair, ioapic: Ioapic, apics: readonly LocalApic[], ioBus: Bus, mmioBus: Bus): void {
+  for (const [base, length] of PIC_PORT_RANGES) ioBus.insert(new PicPortDevice(pic, base), base, length);
+  mmioBus.insert(new IoapicDevice(ioapic), ioapic.baseAddress, IOAPIC_WINDOW_BYTES);
+  mmioBus.insert(new LocalApicWindowDevice(apics), LOCAL_APIC_WINDOW_BASE, LOCAL_APIC_WINDOW_BYTES);
+}
