@@ -3,7 +3,8 @@
  * everything not exported here is internal. The KVM backend is the separate `irqchip/kvm` subpath.
  *
  * Order follows one interrupt's journey (docs/architecture.md): base types, device events, the x86
- * controllers, routing, the chip, device-side groups, VFIO.
+ * controllers, routing, the chip, device-side groups, VFIO. The chip's cross-thread views use Node's
+ * worker_threads; everything else runs wherever SharedArrayBuffer does.
  */
 
 // Base: errors, time.
@@ -107,6 +108,21 @@ export {
   type IrqSource,
 } from './routing/irq-route.ts';
 export { GsiRoutingTable } from './routing/gsi-routing-table.ts';
+export { SharedRoutingTable, type SharedRoutingTableDescriptor } from './routing/shared-routing-table.ts';
 
-// The chip's buses (the IrqChip itself lands with UserspaceIrqChip).
+// The chip: one per VM, between devices and vCPUs.
+export type { IrqChip, IrqEventToken } from './chip/irq-chip.ts';
+export type { IrqChipCap, IrqEventIndex, IrqEventSource, MPState, VcpuRunState } from './chip/types.ts';
+export type { Vcpu } from './chip/vcpu.ts';
+export {
+  CHIP_COUNTER_NAMES,
+  MAX_VCPUS,
+  UserspaceIrqChip,
+  type ChipCounterName,
+  type UserspaceIrqChipDescriptor,
+  type UserspaceIrqChipOptions,
+} from './chip/userspace-irq-chip.ts';
+export { SimVcpu, type SimGuest, type SimInterruptHandler, type SimVcpuOptions } from './chip/sim-vcpu.ts';
+export { FIRST_ALLOCATABLE_IRQ, IrqAllocator, LAST_ALLOCATABLE_IRQ } from './chip/irq-allocator.ts';
+export { LOCAL_APIC_WINDOW_BASE, LOCAL_APIC_WINDOW_BYTES, PIC_PORT_RANGES } from './chip/chip-bus-devices.ts';
 export { Bus, type BusAccessor, type BusDevice } from './chip/bus.ts';

@@ -5,6 +5,7 @@ import * as irqchip from '../src/index.ts';
 test('the public entry point exports the foundation and controller names', () => {
   const names = ['IrqChipError', 'ErrorCode', 'Event', 'MemoryEvent', 'IrqEdgeEvent', 'IrqLevelEvent', 'VirtualClock', 'HostClock'];
   names.push('PicPair', 'Ioapic', 'LocalApic', 'ApicBus', 'decodeMsi', 'encodeMsi', 'interruptMessage', 'GsiRoutingTable', 'Bus');
+  names.push('UserspaceIrqChip', 'SimVcpu', 'IrqAllocator', 'SharedRoutingTable');
   for (const name of names) {
     assert.ok(name in irqchip, `${name} is exported`);
   }
