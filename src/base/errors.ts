@@ -23,6 +23,14 @@ export const ErrorCode = {
   ENOTTY: 'ENOTTY',
   /** Busy: the resource is in use in a way that forbids the operation. */
   EBUSY: 'EBUSY',
+  /** Bad file descriptor: an fd in a request names no open event (VFIO eventfd arrays). */
+  EBADF: 'EBADF',
+  /** Result out of range: a request whose range the interface cannot satisfy (VFIO enable with count 0). */
+  ERANGE: 'ERANGE',
+  /** Bad address: a buffer shorter than the data it claims to carry. */
+  EFAULT: 'EFAULT',
+  /** No such device: the hardware behind the request is absent (an INTx pin with no host IRQ). */
+  ENODEV: 'ENODEV',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
