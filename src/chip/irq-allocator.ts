@@ -8,7 +8,7 @@
  * like allocation from an empty pool, fails with ENOSPC.
  */
 
-import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
+import { ErrorCode, IrqChipError, check, checkRange } from '../base/errors.ts';
 
 /** crosvm's x86 first dynamically allocated IRQ. */
 export const FIRST_ALLOCATABLE_IRQ = 9;
@@ -26,6 +26,7 @@ export class IrqAllocator {
     private readonly budget: number = Number.POSITIVE_INFINITY,
   ) {
     checkRange(first, 0, last, 'first IRQ');
+    check(budget === Number.POSITIVE_INFINITY || (Number.isInteger(budget) && budget >= 0), ErrorCode.EINVAL, 'IRQ budget must be a non-negative integer or Infinity');
     this.next = first;
   }
 
@@ -50,6 +51,7 @@ export class IrqAllocator {
    * later allocations are all ≥ `floor`. Released numbers below it are dropped too.
    */
   advanceTo(floor: number): void {
+    checkRange(floor, 0, Number.MAX_SAFE_INTEGER, 'IRQ floor');
     this.next = Math.max(this.next, floor);
     const kept = this.released.filter((gsi) => gsi >= floor);
     this.released.length = 0;

@@ -68,7 +68,7 @@ export interface IrqChip {
   finalizeDevices(resources: IrqAllocator, ioBus: Bus, mmioBus: Bus): void;
   /** Retries events whose assertion was deferred because the IOAPIC was busy on another thread. */
   processDelayedIrqEvents(): void;
-  /** Signalled when `processDelayedIrqEvents` has work. */
+  /** Signalled when `processDelayedIrqEvents` has work: this chip object's (and its clones') deferred assertions. */
   irqDelayedEventToken(): Event | undefined;
   checkCapability(cap: IrqChipCap): boolean;
 }

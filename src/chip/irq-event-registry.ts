@@ -61,9 +61,16 @@ export class IrqEventRegistry {
     return this.inbox === undefined;
   }
 
-  /** Registers an event (owner only); returns its slot index. */
+  /**
+   * Registers an event (owner only); returns its slot index. A trigger that is already registered
+   * (on any GSI) is EBUSY, as KVM refuses a second irqfd on one eventfd (seed-apis.md §6.18): one
+   * signal would otherwise go to whichever registration the service thread reads first.
+   */
   register(gsi: number, trigger: Event, resample: Event | undefined, source: IrqEventSource): IrqEventIndex {
     this.checkOwner('register events');
+    if (this.slots.some((entry) => entry?.trigger.sameCounter(trigger) === true)) {
+      throw new IrqChipError(ErrorCode.EBUSY, `this trigger event is already registered (GSI ${gsi} requested)`);
+    }
     const index = this.slots.length;
     const entry: RegisteredIrqEvent = { gsi, trigger, resample, source };
     this.apply(setUpdate(index, entry), entry);
@@ -83,6 +90,12 @@ export class IrqEventRegistry {
   slot(index: IrqEventIndex): RegisteredIrqEvent | undefined {
     this.sync();
     return this.slots[index];
+  }
+
+  /** How many slots the table has, the empty ones included (the next index `register` returns). */
+  slotCount(): number {
+    this.sync();
+    return this.slots.length;
   }
 
   /** Every occupied slot with its index. */

@@ -5,6 +5,7 @@ import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { IrqSourceChip, ioapicIrqRoute, msiIrqRoute } from '../routing/irq-route.ts';
 import { initialisePic, makeMachine, programIoapicPin, type TestMachine } from './chip-test-support.ts';
 import type { SimVcpu } from './sim-vcpu.ts';
+import { UserspaceIrqChip } from './userspace-irq-chip.ts';
 
 const SOURCE = { deviceId: 1, queueId: 0, deviceName: 'test-device' };
 
@@ -34,7 +35,7 @@ describe('UserspaceIrqChip: one interrupt from device to guest and back', () => 
     assert.equal(chip.counters().edgeEventsServiced, 2);
   });
 
-  test('level event through the IOAPIC: line held until EOI, then deasserted and resample signalled; re-trigger re-delivers', () => {
+  test('R9/R10 level event through the IOAPIC: line held until EOI, then deasserted and resample signalled; re-trigger re-delivers', () => {
     const machine = makeMachine();
     const { chip } = machine;
     programIoapicPin(machine, 10, { vector: 0x3a, level: true, destination: 1 });
@@ -55,7 +56,7 @@ describe('UserspaceIrqChip: one interrupt from device to guest and back', () => 
     assert.deepEqual(cpu(machine, 1).runUntilIdle(chip), [0x3a]);
   });
 
-  test('MSI route: an assert sends the message; a deassert sends nothing (crosvm sends one)', () => {
+  test('§6.21 MSI route: an assert sends the message; a deassert sends nothing (crosvm sends one)', () => {
     const machine = makeMachine();
     const { chip } = machine;
     chip.routeIrq(msiIrqRoute(30, 0xfee01000n, 0xf1));
@@ -66,7 +67,7 @@ describe('UserspaceIrqChip: one interrupt from device to guest and back', () => 
     assert.equal(chip.counters().msiDeassertsIgnored, 1);
   });
 
-  test('PIC through LINT0 ExtINT on vCPU 0; a level event on a PIC route is resampled at the PIC EOI', () => {
+  test('R16 PIC through LINT0 ExtINT on vCPU 0; a level event on a PIC route is resampled at the PIC EOI', () => {
     const machine = makeMachine({}, { picVectorBases: { master: 0x20, slave: 0x28 } });
     const { chip } = machine;
     initialisePic(machine, 0x20, 0x28);
@@ -80,7 +81,7 @@ describe('UserspaceIrqChip: one interrupt from device to guest and back', () => 
     assert.equal(chip.pic.registers(0).irr & (1 << 3), 0, 'the line was lowered before the resample');
   });
 
-  test('a secondary-PIC route reaches ISA IRQ 8 + pin', () => {
+  test('§6.20 a secondary-PIC route reaches ISA IRQ 8 + pin', () => {
     const machine = makeMachine({}, { picVectorBases: { master: 0x20, slave: 0x28 } });
     initialisePic(machine, 0x20, 0x28);
     machine.chip.setIrqRoutes([{ gsi: 40, source: { kind: 'irqchip', chip: IrqSourceChip.PicSecondary, pin: 4 } }]);
@@ -121,7 +122,7 @@ describe('UserspaceIrqChip: one interrupt from device to guest and back', () => 
   });
 
   test('unknown vCPUs are ENOENT; the stopped MP state is EINVAL on x86', () => {
-    const { chip } = makeMachine();
+    const chip = UserspaceIrqChip.create({ vcpuCount: 2 });
     assert.throws(() => chip.getMpState(2), errorWithCode('ENOENT'));
     assert.throws(() => {
       chip.setMpState(0, 'stopped');

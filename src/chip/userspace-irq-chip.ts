@@ -7,23 +7,40 @@
  * device worker) builds a *view*: the same controllers (their state is shared memory), the same
  * routing table (shared, any thread may change it) and the same event table (sent by the owner,
  * synchronised before each use; irq-event-registry.ts). A view does everything but register
- * events: inject, take EOIs, signal resamples, halt and wait, service events and lines.
+ * events: inject, take EOIs, signal resamples, halt and wait, service events and lines. Deferred
+ * assertions (`processDelayedIrqEvents`) are kept per thread, so each view has its own delayed
+ * token; clones (`tryClone`, same thread) share the original's.
  *
  * Lines. Each controller pin's input is the OR of two sources, as KVM keeps per-source bits
  * (x86-controllers.md §5.4): the VMM's own `serviceIrq` and the level events. An edge event pulses
  * the pin when no source holds it high (a pulse on a high line is no edge: it coalesces). A level
  * event raises its source until the guest's EOI of the pin; then the chip lowers it and signals
  * the resample events of every level event on the GSIs routed to that pin (IOAPIC pins through the
- * IOAPIC's resample listener, PIC IRQs through the PIC's acknowledge listener).
+ * IOAPIC's resample listener, PIC IRQs through the PIC's acknowledge listener). A pin that no
+ * level event reaches any more (unregistered, or re-routed) loses its level-event source, as KVM
+ * deasserts source 1 when the last resampler of a GSI goes (x86-controllers.md §5.8).
  *
  * Locks. The chip's line lock is outermost: line lock → PIC → IOAPIC → LAPIC
  * (docs/architecture.md). Controller listeners run after their controller's lock is released, so
  * they may take the line lock.
  *
+ * Snapshots. `snapshot()` saves the line sources and counters, every controller, the routes, the
+ * registered events' pending counts and this thread's deferred assertions (chip-snapshot.ts);
+ * `restore` validates all of it, each controller's section in a scratch copy of that controller,
+ * before it changes anything.
+ *
+ * Where this chip differs from crosvm's on purpose: a vCPU's interrupt-window request is set by
+ * `injectInterrupts` on the vCPU's own thread, not by the thread that delivers (that one rings the
+ * local APIC's doorbell); a halted vCPU with IF = 0 wakes only for NMI, SMI, INIT or SIPI, as in
+ * KVM (crosvm makes it runnable on any accepted interrupt); a vCPU waiting for INIT or SIPI takes
+ * no external interrupt; PIC interrupts reach whichever vCPU has LINT0 in ExtINT mode (the BSP
+ * after RESET), as in KVM, rather than vCPU 0 by decree; the VMM's `serviceIrq` line is a source
+ * of its own that an EOI does not lower (KVM's per-source lines; crosvm lowers the pin).
+ *
  * Chip state words (Int32Array over a SharedArrayBuffer; words 0–1 are the line lock):
  *   2                   registry generation (irq-event-registry.ts)
- *   3 .. 18             PIC IRQ 0–15 line sources (bit 0 serviceIrq, bit 1 level events)
- *   19 .. 42            IOAPIC pin 0–23 line sources
+ *   3 .. 18             line sources of PIC IRQ 0–15 (bit 0 serviceIrq, bit 1 level events)
+ *   19 .. 42            line sources of IOAPIC pins 0–23
  *   43 .. 43+C-1        counters, in the order of `CHIP_COUNTER_NAMES`
  *   43+C .. +vcpus-1    kick flags, one per vCPU: 1 = the next wait returns 'interrupted'
  */
@@ -33,16 +50,18 @@ import { ErrorCode, IrqChipError, check, checkRange } from '../base/errors.ts';
 import { LOCK_WORDS, acquireLock, allocateStateWords, releaseLock } from '../base/shared-state.ts';
 import { threadMayBlock } from '../base/thread.ts';
 import type { MessagePort } from 'node:worker_threads';
-import { Event, type EventDescriptor } from '../event/event.ts';
+import { EVENT_COUNTER_MAX, Event } from '../event/event.ts';
 import type { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
-import { IrqSourceChip, PIC_PINS_PER_CHIP, defaultIrqRoutes, isaIrqOfPicPin, type IrqRoute, type IrqSource } from '../routing/irq-route.ts';
-import { SharedRoutingTable, type SharedRoutingTableDescriptor } from '../routing/shared-routing-table.ts';
+import { GsiRoutingTable } from '../routing/gsi-routing-table.ts';
+import { IrqSourceChip, MAX_GSI_COUNT, PIC_PINS_PER_CHIP, defaultIrqRoutes, isaIrqOfPicPin, type IrqRoute, type IrqSource } from '../routing/irq-route.ts';
+import { SharedRoutingTable, decodeRouteWords, encodeRouteWords, routeWordCount, type SharedRoutingTableDescriptor } from '../routing/shared-routing-table.ts';
 import { IOAPIC_PIN_COUNT, Ioapic, IoapicVersion, type IoapicDescriptor } from '../x86/ioapic/ioapic.ts';
 import { ApicBus, type ApicBusDescriptor } from '../x86/lapic/apic-bus.ts';
 import { LocalApic, MpState, NO_INTERRUPT, type LocalApicDescriptor } from '../x86/lapic/local-apic.ts';
 import { PIC_IRQS, PicPair, type PicPairDescriptor } from '../x86/pic/pic.ts';
 import type { Bus } from './bus.ts';
 import { placeControllersOnBuses } from './chip-bus-devices.ts';
+import { countOfWords, countWords, decodeChipSnapshot, decodeWordSection, encodeChipSnapshot, encodeWordSection, scratchDescriptor } from './chip-snapshot.ts';
 import type { IrqAllocator } from './irq-allocator.ts';
 import type { IrqChip, IrqEventToken } from './irq-chip.ts';
 import { IrqEventRegistry } from './irq-event-registry.ts';
@@ -76,11 +95,29 @@ export const CHIP_COUNTER_NAMES = [
 export type ChipCounterName = (typeof CHIP_COUNTER_NAMES)[number];
 
 const REGISTRY_GENERATION = LOCK_WORDS;
+/** Line words: PIC IRQs first, then IOAPIC pins; a line's number is its offset from here. */
 const PIC_LINES = LOCK_WORDS + 1;
 const IOAPIC_LINES = PIC_LINES + PIC_IRQS;
+const LINE_COUNT = PIC_IRQS + IOAPIC_PIN_COUNT;
 const COUNTERS = IOAPIC_LINES + IOAPIC_PIN_COUNT;
 const KICKS = COUNTERS + CHIP_COUNTER_NAMES.length;
 const counterIndex = (name: ChipCounterName): number => COUNTERS + CHIP_COUNTER_NAMES.indexOf(name);
+const ALL_LINE_SOURCES = LINE_SOURCE_SERVICE_IRQ | LINE_SOURCE_LEVEL_EVENTS;
+
+/** Snapshot sections owned by the chip (chip-snapshot.ts); the controllers' carry their own kinds. */
+const LINE_SECTION = 'LINE';
+const ROUTE_SECTION = 'ROUT';
+const EVENT_SECTION = 'EVNT';
+const CHIP_SECTION_VERSION = 1;
+/** Positions of the sections: LINE, PIC2, IOAP, ABUS, one LAPC per vCPU, then ROUT and EVNT. */
+const Section = { Lines: 0, Pic: 1, Ioapic: 2, Bus: 3, FirstLocalApic: 4 } as const;
+/** Sections besides the local APICs'. */
+const FIXED_SECTIONS = 6;
+/** EVNT: slot count and deferred count, then per slot: flags, GSI, trigger count (2 words), resample count (2 words); then the deferred indexes. */
+const EVENT_HEADER_WORDS = 2;
+const EVENT_SLOT_WORDS = 6;
+const SLOT_OCCUPIED = 1;
+const SLOT_LEVEL = 2;
 
 /** The most vCPUs a chip takes: the xAPIC's 8-bit physical IDs, broadcast excluded. */
 export const MAX_VCPUS = 255;
@@ -109,7 +146,6 @@ export interface UserspaceIrqChipDescriptor {
   readonly localApics: readonly LocalApicDescriptor[];
   readonly routes: SharedRoutingTableDescriptor;
   readonly registry: MessagePort;
-  readonly delayedToken: EventDescriptor;
 }
 
 /** The parts of a chip object; `tryClone` copies the reference, so clones share all of it. */
@@ -124,10 +160,18 @@ interface ChipParts {
   readonly localApics: readonly LocalApic[];
   readonly routes: SharedRoutingTable;
   readonly registry: IrqEventRegistry;
+  /** Signalled while `delayed` holds work; this thread's (clones share it, views have their own). */
   readonly delayedToken: Event;
   /** Indexes of events whose IOAPIC assertion waits for `processDelayedIrqEvents` (this thread's). */
   readonly delayed: IrqEventIndex[];
-  readonly vcpus: (Vcpu | undefined)[];
+}
+
+/** What `restore` applies once every section has been validated. */
+interface ValidatedSnapshot {
+  readonly sections: readonly Uint8Array[];
+  readonly lines: Int32Array;
+  readonly routes: IrqRoute[];
+  readonly events: Int32Array;
 }
 
 export class UserspaceIrqChip implements IrqChip {
@@ -154,7 +198,6 @@ export class UserspaceIrqChip implements IrqChip {
     return UserspaceIrqChip.assemble(words, options.vcpuCount, options.tscHz !== undefined, clock, pic, ioapic, bus, localApics, {
       routes: SharedRoutingTable.create(IOAPIC_PIN_COUNT, defaultIrqRoutes()),
       registry: new IrqEventRegistry(words, REGISTRY_GENERATION, undefined),
-      delayedToken: Event.create(),
     });
   }
 
@@ -171,7 +214,6 @@ export class UserspaceIrqChip implements IrqChip {
     return UserspaceIrqChip.assemble(words, descriptor.vcpuCount, descriptor.tscDeadline, clock, pic, ioapic, bus, localApics, {
       routes: SharedRoutingTable.fromDescriptor(descriptor.routes),
       registry: new IrqEventRegistry(words, REGISTRY_GENERATION, descriptor.registry),
-      delayedToken: Event.fromDescriptor(descriptor.delayedToken),
     });
   }
 
@@ -185,7 +227,7 @@ export class UserspaceIrqChip implements IrqChip {
     ioapic: Ioapic,
     bus: ApicBus,
     localApics: readonly LocalApic[],
-    shared: Pick<ChipParts, 'routes' | 'registry' | 'delayedToken'>,
+    shared: Pick<ChipParts, 'routes' | 'registry'>,
   ): UserspaceIrqChip {
     for (const apic of localApics) {
       apic.setIpiSink(bus);
@@ -193,10 +235,14 @@ export class UserspaceIrqChip implements IrqChip {
       apic.setExtIntController(pic);
       bus.addMember(apic);
     }
-    const chip = new UserspaceIrqChip({ words, vcpuCount, tscDeadline, clock, pic, ioapic, bus, localApics, ...shared, delayed: [], vcpus: [] });
-    // The PIC's INT output is the BSP's LINT0 (virtual wire; x86-controllers.md §3.14).
+    const chip = new UserspaceIrqChip({ words, vcpuCount, tscDeadline, clock, pic, ioapic, bus, localApics, ...shared, delayedToken: Event.create(), delayed: [] });
+    // The PIC's INT output is the BSP's LINT0 (virtual wire; x86-controllers.md §3.14). A rise
+    // also rings the BSP's doorbell: LINT0's level may be stale when a listener on another thread
+    // lowered it after this one raised it, and the halted BSP must wake for the new request.
     pic.setOutputListener((level) => {
-      localApics[0]?.setLintLevel(0, level);
+      const bsp = localApics[0];
+      bsp?.setLintLevel(0, level);
+      if (level) bsp?.wake();
     });
     for (let irq = 0; irq < PIC_IRQS; irq++) {
       pic.setAckListener(irq, () => {
@@ -226,7 +272,6 @@ export class UserspaceIrqChip implements IrqChip {
       localApics: parts.localApics.map((apic) => apic.descriptor()),
       routes: parts.routes.descriptor(),
       registry: parts.registry.openView(),
-      delayedToken: parts.delayedToken.descriptor(),
     };
   }
 
@@ -270,10 +315,14 @@ export class UserspaceIrqChip implements IrqChip {
   // IrqChip: registration and routing
   // -------------------------------------------------------------------------------------------
 
+  /**
+   * Checks that `vcpu` can be this chip's vCPU `vcpuId`. The chip keeps no handle on it: every
+   * call that injects names its vCPU, and wake-ups go through the local APIC's doorbell, which any
+   * thread may ring (a KVM vCPU's run structure belongs to its own thread).
+   */
   addVcpu(vcpuId: number, vcpu: Vcpu): void {
     this.apicOf(vcpuId);
     check(vcpu.id === vcpuId, ErrorCode.EINVAL, `vCPU ${vcpu.id} added as vCPU ${vcpuId}`);
-    this.parts.vcpus[vcpuId] = vcpu;
   }
 
   registerEdgeIrqEvent(irq: number, event: IrqEdgeEvent, source: IrqEventSource): IrqEventIndex {
@@ -294,12 +343,12 @@ export class UserspaceIrqChip implements IrqChip {
 
   routeIrq(route: IrqRoute): void {
     this.parts.routes.addRoute(route);
-    this.updateResampledPins();
+    this.rewireLevelPins();
   }
 
   setIrqRoutes(routes: readonly IrqRoute[]): void {
     this.parts.routes.setRoutes(routes);
-    this.updateResampledPins();
+    this.rewireLevelPins();
   }
 
   irqEventTokens(): IrqEventToken[] {
@@ -311,7 +360,7 @@ export class UserspaceIrqChip implements IrqChip {
   // -------------------------------------------------------------------------------------------
 
   serviceIrq(irq: number, level: boolean): number {
-    checkRange(irq, 0, Number.MAX_SAFE_INTEGER, 'GSI');
+    checkGsi(irq);
     check(typeof level === 'boolean', ErrorCode.EINVAL, 'level must be a boolean');
     const sources = this.parts.routes.current().sources(irq);
     let status = -1;
@@ -319,14 +368,16 @@ export class UserspaceIrqChip implements IrqChip {
       const result =
         source.kind === 'msi'
           ? this.sendMsi(source, level)
-          : (this.withLineLock(() => this.driveLine(source.chip, source.pin, LINE_SOURCE_SERVICE_IRQ, level)) ?? -1);
+          : (this.withLineLock(() => this.driveLine(lineOf(source.chip, source.pin), LINE_SOURCE_SERVICE_IRQ, level)) ?? -1);
       // KVM's combination (x86-controllers.md §5.5): negative results are ignored, the rest summed.
       if (result >= 0) status = Math.max(status, 0) + result;
     }
     return status;
   }
 
+  /** Nothing happens for an empty or never-used slot: its token may fire after it was unregistered. */
   serviceIrqEvent(index: IrqEventIndex): void {
+    checkRange(index, 0, Number.MAX_SAFE_INTEGER, 'event index');
     const entry = this.parts.registry.slot(index);
     if (entry === undefined) return;
     if (entry.trigger.tryRead() === 0n) {
@@ -374,8 +425,9 @@ export class UserspaceIrqChip implements IrqChip {
       vcpu.injectNmi();
       this.makeRunnable(apic);
     }
-    // At most one external interrupt per entry (seed-apis.md §6.28).
-    if (vcpu.readyForInterrupt()) {
+    // At most one external interrupt per entry (seed-apis.md §6.28), and none for a vCPU that is
+    // not running code: waiting for INIT or SIPI (crosvm injects only when runnable or halted).
+    if (mayTakeInterrupts(apic) && vcpu.readyForInterrupt()) {
       const vector = apic.acknowledgeInterrupt();
       if (vector !== NO_INTERRUPT) {
         vcpu.interrupt(vector);
@@ -447,6 +499,41 @@ export class UserspaceIrqChip implements IrqChip {
     }
   }
 
+  // -------------------------------------------------------------------------------------------
+  // Snapshots
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * The whole chip as bytes (chip-snapshot.ts): the line sources and counters, every controller,
+   * the routes, the pending counts of each registered event's trigger and resample, and this
+   * thread's deferred assertions. Kicks and the registry's generation are not state. Each part is
+   * taken under its own lock; take the snapshot with vCPUs and devices paused for the whole to be
+   * one instant.
+   */
+  snapshot(): Uint8Array {
+    const { words, pic, ioapic, bus, localApics } = this.parts;
+    return encodeChipSnapshot([
+      encodeWordSection(LINE_SECTION, CHIP_SECTION_VERSION, this.withLineLock(() => words.slice(PIC_LINES, KICKS))),
+      pic.snapshot(),
+      ioapic.snapshot(),
+      bus.snapshot(),
+      ...localApics.map((apic) => apic.snapshot()),
+      encodeWordSection(ROUTE_SECTION, CHIP_SECTION_VERSION, this.routeWords()),
+      encodeWordSection(EVENT_SECTION, CHIP_SECTION_VERSION, this.eventWords()),
+    ]);
+  }
+
+  /**
+   * Restores `snapshot()` bytes into a chip configured the same way (vCPU count, IOAPIC version,
+   * TSC frequency) with the same registrations (slots, their GSIs, edge or level). Everything is
+   * validated before anything is applied (each controller's section by restoring it into a
+   * scratch copy of that controller), so truncated, foreign, corrupted or mismatched bytes throw
+   * EINVAL and change nothing.
+   */
+  restore(bytes: Uint8Array): void {
+    this.applySnapshot(this.validateSnapshot(bytes));
+  }
+
   /** When the earliest LAPIC timer expires (Clock ns), for a VMM that drives timers itself; undefined if none runs. */
   nextTimerDeadlineNs(): number | undefined {
     let earliest: number | undefined;
@@ -477,29 +564,47 @@ export class UserspaceIrqChip implements IrqChip {
   }
 
   private registerEvent(gsi: number, trigger: Event, resample: Event | undefined, source: IrqEventSource): IrqEventIndex {
-    checkRange(gsi, 0, Number.MAX_SAFE_INTEGER, 'GSI');
+    checkGsi(gsi);
     const index = this.parts.registry.register(gsi, trigger, resample, source);
-    if (resample !== undefined) this.updateResampledPins();
+    if (resample !== undefined) this.rewireLevelPins();
     return index;
   }
 
   private unregisterEvent(gsi: number, trigger: Event): void {
-    if (this.parts.registry.unregister(gsi, trigger)) this.updateResampledPins();
+    if (this.parts.registry.unregister(gsi, trigger)) this.rewireLevelPins();
   }
 
-  /** An IOAPIC pin is resampled iff a level event's GSI is routed to it (the IOAPIC keeps this in shared state). */
-  private updateResampledPins(): void {
+  /**
+   * Brings the pins in line with the level events and the routes: an IOAPIC pin is resampled iff
+   * a level event's GSI is routed to it (the IOAPIC keeps this in shared state), and a line that
+   * no level event reaches any more drops its level-event source, which nothing would ever lower
+   * otherwise (a level IOAPIC entry would then re-deliver at every EOI).
+   */
+  private rewireLevelPins(): void {
+    const wired = this.levelWiredLines();
+    const { ioapic } = this.parts;
+    for (let pin = 0; pin < IOAPIC_PIN_COUNT; pin++) {
+      const resampled = wired[PIC_IRQS + pin] === 1;
+      if (ioapic.isPinResampled(pin) !== resampled) ioapic.setPinResampled(pin, resampled);
+    }
+    this.withLineLock(() => {
+      for (let line = 0; line < LINE_COUNT; line++) {
+        const held = ((this.parts.words[PIC_LINES + line] ?? 0) & LINE_SOURCE_LEVEL_EVENTS) !== 0;
+        if (held && wired[line] === 0) this.driveLine(line, LINE_SOURCE_LEVEL_EVENTS, false);
+      }
+    });
+  }
+
+  /** Per line: 1 if a GSI with level events is routed to it. */
+  private levelWiredLines(): Uint8Array {
     const routes = this.parts.routes.current();
-    let resampled = 0;
+    const wired = new Uint8Array(LINE_COUNT);
     for (const gsi of this.parts.registry.levelGsis()) {
       for (const source of routes.sources(gsi)) {
-        if (source.kind === 'irqchip' && source.chip === IrqSourceChip.Ioapic) resampled |= 1 << source.pin;
+        if (source.kind === 'irqchip') wired[lineOf(source.chip, source.pin)] = 1;
       }
     }
-    for (let pin = 0; pin < IOAPIC_PIN_COUNT; pin++) {
-      const wanted = (resampled & (1 << pin)) !== 0;
-      if (this.parts.ioapic.isPinResampled(pin) !== wanted) this.parts.ioapic.setPinResampled(pin, wanted);
-    }
+    return wired;
   }
 
   /**
@@ -514,9 +619,8 @@ export class UserspaceIrqChip implements IrqChip {
         continue;
       }
       if (ioapicOnly && source.chip !== IrqSourceChip.Ioapic) continue;
-      const done = this.withLineLock(() =>
-        level ? this.driveLine(source.chip, source.pin, LINE_SOURCE_LEVEL_EVENTS, true, true) : this.pulseLine(source.chip, source.pin),
-      );
+      const line = lineOf(source.chip, source.pin);
+      const done = this.withLineLock(() => (level ? this.driveLine(line, LINE_SOURCE_LEVEL_EVENTS, true, true) : this.pulseLine(line)));
       if (done === undefined) this.defer(index);
     }
   }
@@ -528,38 +632,35 @@ export class UserspaceIrqChip implements IrqChip {
   }
 
   /**
-   * Sets or clears one source of a pin and drives the pin with the OR of its sources. With
+   * Sets or clears one source of a line and drives the line with the OR of its sources. With
    * `tryIoapic`, an IOAPIC held by another thread makes this return undefined, having changed
    * nothing. Call with the line lock held.
    */
-  private driveLine(chip: IrqSourceChip, pin: number, source: number, level: boolean, tryIoapic = false): number | undefined {
+  private driveLine(line: number, source: number, level: boolean, tryIoapic = false): number | undefined {
     const { words } = this.parts;
-    const at = this.lineWord(chip, pin);
+    const at = PIC_LINES + line;
     const before = words[at] ?? 0;
     const after = level ? before | source : before & ~source;
-    const result = this.setPin(chip, pin, after !== 0, tryIoapic);
+    const result = this.setLine(line, after !== 0, tryIoapic);
     if (result !== undefined) words[at] = after;
     return result;
   }
 
   /** An edge: high then low, unless some source holds the line high (then no edge: coalesced). */
-  private pulseLine(chip: IrqSourceChip, pin: number): number | undefined {
-    if ((this.parts.words[this.lineWord(chip, pin)] ?? 0) !== 0) {
+  private pulseLine(line: number): number | undefined {
+    if ((this.parts.words[PIC_LINES + line] ?? 0) !== 0) {
       this.count('coalescedPulses');
       return 0;
     }
-    const result = this.setPin(chip, pin, true, true);
-    if (result !== undefined) this.setPin(chip, pin, false, false);
+    const result = this.setLine(line, true, true);
+    if (result !== undefined) this.setLine(line, false, false);
     return result;
   }
 
-  private setPin(chip: IrqSourceChip, pin: number, level: boolean, tryIoapic: boolean): number | undefined {
-    if (chip !== IrqSourceChip.Ioapic) return this.parts.pic.setIrq(isaIrqOfPicPin(chip, pin), level);
+  private setLine(line: number, level: boolean, tryIoapic: boolean): number | undefined {
+    if (line < PIC_IRQS) return this.parts.pic.setIrq(line, level);
+    const pin = line - PIC_IRQS;
     return tryIoapic ? this.parts.ioapic.trySetIrq(pin, level) : this.parts.ioapic.setIrq(pin, level);
-  }
-
-  private lineWord(chip: IrqSourceChip, pin: number): number {
-    return chip === IrqSourceChip.Ioapic ? IOAPIC_LINES + pin : PIC_LINES + isaIrqOfPicPin(chip, pin);
   }
 
   /** An MSI route: a message on assert; nothing on deassert (seed-apis.md §6.21). */
@@ -585,7 +686,7 @@ export class UserspaceIrqChip implements IrqChip {
       if (levelEvents.length === 0) continue;
       this.withLineLock(() => {
         for (const source of table.sources(gsi)) {
-          if (source.kind === 'irqchip') this.driveLine(source.chip, source.pin, LINE_SOURCE_LEVEL_EVENTS, false);
+          if (source.kind === 'irqchip') this.driveLine(lineOf(source.chip, source.pin), LINE_SOURCE_LEVEL_EVENTS, false);
         }
       });
       for (const event of levelEvents) {
@@ -593,6 +694,109 @@ export class UserspaceIrqChip implements IrqChip {
         this.count('resamplesSignalled');
       }
     }
+  }
+
+  private routeWords(): Int32Array {
+    const routes = this.routes();
+    const words = new Int32Array(routeWordCount(routes.length));
+    encodeRouteWords(routes, words, 0);
+    return words;
+  }
+
+  /** EVNT: slot count, deferred count, per slot flags, GSI and the two counts, then the deferred indexes. */
+  private eventWords(): Int32Array {
+    const { registry, delayed } = this.parts;
+    const slotCount = registry.slotCount();
+    const words = new Int32Array(EVENT_HEADER_WORDS + slotCount * EVENT_SLOT_WORDS + delayed.length);
+    words[0] = slotCount;
+    words[1] = delayed.length;
+    for (const [index, entry] of registry.entries()) {
+      const at = EVENT_HEADER_WORDS + index * EVENT_SLOT_WORDS;
+      words[at] = SLOT_OCCUPIED | (entry.resample === undefined ? 0 : SLOT_LEVEL);
+      words[at + 1] = entry.gsi;
+      words.set(countWords(entry.trigger.readCount()), at + 2);
+      words.set(countWords(entry.resample?.readCount() ?? 0n), at + 4);
+    }
+    words.set(delayed, EVENT_HEADER_WORDS + slotCount * EVENT_SLOT_WORDS);
+    return words;
+  }
+
+  /** Decodes and checks every section; throws EINVAL, having changed nothing, at the first problem. */
+  private validateSnapshot(bytes: Uint8Array): ValidatedSnapshot {
+    const { pic, ioapic, bus, localApics, clock, vcpuCount } = this.parts;
+    const sections = decodeChipSnapshot(bytes, FIXED_SECTIONS + vcpuCount);
+    const section = (index: number): Uint8Array => sections[index] ?? new Uint8Array(0);
+    const lines = validateLineWords(decodeWordSection(section(Section.Lines), LINE_SECTION, CHIP_SECTION_VERSION));
+    PicPair.fromState(scratchDescriptor(pic.descriptor())).restore(section(Section.Pic));
+    Ioapic.fromState(scratchDescriptor(ioapic.descriptor()), { sink: { deliver: () => -1 }, clock }).restore(section(Section.Ioapic));
+    ApicBus.fromState(scratchDescriptor(bus.descriptor())).restore(section(Section.Bus));
+    localApics.forEach((apic, index) => {
+      LocalApic.fromState(scratchDescriptor(apic.descriptor()), { clock }).restore(section(Section.FirstLocalApic + index));
+    });
+    const routes = decodeRouteWords(decodeWordSection(section(Section.FirstLocalApic + vcpuCount), ROUTE_SECTION, CHIP_SECTION_VERSION), 0);
+    // Throws EINVAL for a route the table would refuse.
+    new GsiRoutingTable(IOAPIC_PIN_COUNT, routes);
+    const events = this.validateEventWords(decodeWordSection(section(Section.FirstLocalApic + vcpuCount + 1), EVENT_SECTION, CHIP_SECTION_VERSION));
+    return { sections, lines, routes, events };
+  }
+
+  /** The EVNT words must describe this chip's registration table: same slots, GSIs and kinds. */
+  private validateEventWords(words: Int32Array): Int32Array {
+    const { registry } = this.parts;
+    const slotCount = registry.slotCount();
+    const delayedCount = words[1] ?? 0;
+    if (words[0] !== slotCount || delayedCount < 0 || words.length !== EVENT_HEADER_WORDS + slotCount * EVENT_SLOT_WORDS + delayedCount) {
+      rejectSnapshot(`it has ${String(words[0])} event slots, this chip ${slotCount}`);
+    }
+    for (let index = 0; index < slotCount; index++) {
+      const at = EVENT_HEADER_WORDS + index * EVENT_SLOT_WORDS;
+      const entry = registry.slot(index);
+      const flags = entry === undefined ? 0 : SLOT_OCCUPIED | (entry.resample === undefined ? 0 : SLOT_LEVEL);
+      if (words[at] !== flags || words[at + 1] !== (entry?.gsi ?? 0)) rejectSnapshot(`event slot ${index} is registered differently`);
+      const trigger = countOfWords(words[at + 2] ?? 0, words[at + 3] ?? 0);
+      const resample = countOfWords(words[at + 4] ?? 0, words[at + 5] ?? 0);
+      if (trigger > EVENT_COUNTER_MAX || resample > EVENT_COUNTER_MAX) rejectSnapshot(`event slot ${index} has an impossible count`);
+      if ((entry === undefined && trigger !== 0n) || (entry?.resample === undefined && resample !== 0n)) {
+        rejectSnapshot(`event slot ${index} has a count for an event it does not have`);
+      }
+    }
+    for (const index of words.subarray(EVENT_HEADER_WORDS + slotCount * EVENT_SLOT_WORDS)) {
+      if (index < 0 || index >= slotCount) rejectSnapshot(`deferred assertion of event slot ${index}, which does not exist`);
+    }
+    return words;
+  }
+
+  /** Applies a validated snapshot; the controllers re-check their sections, which cannot fail now. */
+  private applySnapshot(snapshot: ValidatedSnapshot): void {
+    const { words, pic, ioapic, bus, localApics, routes } = this.parts;
+    const section = (index: number): Uint8Array => snapshot.sections[index] ?? new Uint8Array(0);
+    this.withLineLock(() => {
+      words.set(snapshot.lines, PIC_LINES);
+    });
+    // The PIC first: its output is the BSP's LINT0, whose level the BSP's own section then sets.
+    pic.restore(section(Section.Pic));
+    ioapic.restore(section(Section.Ioapic));
+    bus.restore(section(Section.Bus));
+    localApics.forEach((apic, index) => {
+      apic.restore(section(Section.FirstLocalApic + index));
+    });
+    routes.setRoutes(snapshot.routes);
+    this.restoreEvents(snapshot.events);
+    this.rewireLevelPins();
+  }
+
+  private restoreEvents(words: Int32Array): void {
+    const { registry, delayed, delayedToken } = this.parts;
+    const slotCount = words[0] ?? 0;
+    for (const [index, entry] of registry.entries()) {
+      const at = EVENT_HEADER_WORDS + index * EVENT_SLOT_WORDS;
+      entry.trigger.writeCount(countOfWords(words[at + 2] ?? 0, words[at + 3] ?? 0));
+      entry.resample?.writeCount(countOfWords(words[at + 4] ?? 0, words[at + 5] ?? 0));
+    }
+    delayed.length = 0;
+    delayed.push(...words.subarray(EVENT_HEADER_WORDS + slotCount * EVENT_SLOT_WORDS));
+    if (delayed.length > 0) delayedToken.signal();
+    else delayedToken.tryRead();
   }
 
   private withLineLock<T>(body: () => T): T {
@@ -636,4 +840,33 @@ export class UserspaceIrqChip implements IrqChip {
     if (deadline === undefined) return IDLE_WAIT_MS;
     return Math.min(IDLE_WAIT_MS, Math.max(0, (deadline - this.parts.clock.nowNs()) / 1e6));
   }
+}
+
+/** The chip's number for a controller pin: ISA IRQ 0–15 for the PIC, 16 + pin for the IOAPIC. */
+function lineOf(chip: IrqSourceChip, pin: number): number {
+  return chip === IrqSourceChip.Ioapic ? PIC_IRQS + pin : isaIrqOfPicPin(chip, pin);
+}
+
+/** A GSI the routing table can hold (KVM_MAX_IRQ_ROUTES); any other can never be routed. */
+function checkGsi(gsi: number): void {
+  checkRange(gsi, 0, MAX_GSI_COUNT - 1, 'GSI');
+}
+
+/** Whether the vCPU runs code that can take an external interrupt: runnable, or halted (the interrupt wakes it). */
+function mayTakeInterrupts(apic: LocalApic): boolean {
+  const state = apic.mpState();
+  return state === MpState.Runnable || state === MpState.Halted;
+}
+
+function rejectSnapshot(why: string): never {
+  throw new IrqChipError(ErrorCode.EINVAL, `chip snapshot rejected: ${why}`);
+}
+
+/** LINE: a source word per line holding only the two source bits, then the counters. */
+function validateLineWords(words: Int32Array): Int32Array {
+  if (words.length !== KICKS - PIC_LINES) rejectSnapshot(`LINE section of ${words.length} words, expected ${KICKS - PIC_LINES}`);
+  for (let line = 0; line < LINE_COUNT; line++) {
+    if (((words[line] ?? 0) & ~ALL_LINE_SOURCES) !== 0) rejectSnapshot(`line ${line} has unknown source bits`);
+  }
+  return words;
 }

@@ -22,7 +22,6 @@ import { IrqSourceChip, MAX_GSI_COUNT, type IrqRoute, type IrqSource } from './i
 
 const GENERATION = LOCK_WORDS;
 const ROUTE_COUNT = LOCK_WORDS + 1;
-const FIRST_ROUTE = LOCK_WORDS + 2;
 const WORDS_PER_ROUTE = 5;
 /** Every GSI may carry one route per controller (PIC primary, PIC secondary, IOAPIC) at most. */
 const MAX_ROUTES = MAX_GSI_COUNT * 3;
@@ -125,39 +124,65 @@ export class SharedRoutingTable {
   }
 
   private encode(routes: readonly IrqRoute[]): void {
-    this.words[ROUTE_COUNT] = routes.length;
-    routes.forEach((route, index) => {
-      const at = FIRST_ROUTE + index * WORDS_PER_ROUTE;
-      const { source } = route;
-      this.words[at] = route.gsi;
-      if (source.kind === 'msi') {
-        this.words[at + 1] = MSI_CODE;
-        this.words[at + 2] = Number(source.address & 0xffffffffn) | 0;
-        this.words[at + 3] = Number(source.address >> 32n) | 0;
-        this.words[at + 4] = source.data | 0;
-      } else {
-        this.words[at + 1] = SOURCE_CODE[source.chip];
-        this.words[at + 2] = source.pin;
-        this.words[at + 3] = 0;
-        this.words[at + 4] = 0;
-      }
-    });
+    encodeRouteWords(routes, this.words, ROUTE_COUNT);
   }
 
   private decode(): IrqRoute[] {
-    const routes: IrqRoute[] = [];
-    const count = this.words[ROUTE_COUNT] ?? 0;
-    for (let index = 0; index < count; index++) {
-      const at = FIRST_ROUTE + index * WORDS_PER_ROUTE;
-      const word = (offset: number) => this.words[at + offset] ?? 0;
-      const code = word(1);
-      const chip = CHIP_OF_CODE[code];
-      const source: IrqSource =
-        code === MSI_CODE
-          ? { kind: 'msi', address: (BigInt(word(3) >>> 0) << 32n) | BigInt(word(2) >>> 0), data: word(4) >>> 0 }
-          : { kind: 'irqchip', chip: chip ?? IrqSourceChip.Ioapic, pin: word(2) };
-      routes.push({ gsi: word(0), source });
-    }
-    return routes;
+    return decodeRouteWords(this.words, ROUTE_COUNT);
   }
+}
+
+/** Words `encodeRouteWords` needs for `routeCount` routes. */
+export function routeWordCount(routeCount: number): number {
+  return 1 + routeCount * WORDS_PER_ROUTE;
+}
+
+/**
+ * Writes `routes` into `words` from index `at`: the count, then five words per route (the layout
+ * at the top of this file). Also the routes section of a chip snapshot.
+ */
+export function encodeRouteWords(routes: readonly IrqRoute[], words: Int32Array, at: number): void {
+  words[at] = routes.length;
+  routes.forEach((route, index) => {
+    const first = at + 1 + index * WORDS_PER_ROUTE;
+    const { source } = route;
+    words[first] = route.gsi;
+    if (source.kind === 'msi') {
+      words[first + 1] = MSI_CODE;
+      words[first + 2] = Number(source.address & 0xffffffffn) | 0;
+      words[first + 3] = Number(source.address >> 32n) | 0;
+      words[first + 4] = source.data | 0;
+    } else {
+      words[first + 1] = SOURCE_CODE[source.chip];
+      words[first + 2] = source.pin;
+      words[first + 3] = 0;
+      words[first + 4] = 0;
+    }
+  });
+}
+
+/**
+ * Reads what `encodeRouteWords` wrote at `at`. A count that runs past the words or an unknown
+ * source code throws EINVAL (bytes from a snapshot are a claim to check); the routes themselves
+ * are validated by the `GsiRoutingTable` they are installed in.
+ */
+export function decodeRouteWords(words: Int32Array, at: number): IrqRoute[] {
+  const count = words[at] ?? 0;
+  if (count < 0 || count > MAX_ROUTES || at + routeWordCount(count) > words.length) {
+    throw new IrqChipError(ErrorCode.EINVAL, `route list of ${count} routes does not fit its ${words.length - at - 1} words`);
+  }
+  const routes: IrqRoute[] = [];
+  for (let index = 0; index < count; index++) {
+    const first = at + 1 + index * WORDS_PER_ROUTE;
+    const word = (offset: number) => words[first + offset] ?? 0;
+    routes.push({ gsi: word(0), source: decodeSource(word(1), word(2), word(3), word(4)) });
+  }
+  return routes;
+}
+
+function decodeSource(code: number, first: number, second: number, third: number): IrqSource {
+  if (code === MSI_CODE) return { kind: 'msi', address: (BigInt(second >>> 0) << 32n) | BigInt(first >>> 0), data: third >>> 0 };
+  const chip = CHIP_OF_CODE[code];
+  if (chip === undefined) throw new IrqChipError(ErrorCode.EINVAL, `unknown route source code ${code}`);
+  return { kind: 'irqchip', chip, pin: first };
 }

@@ -577,6 +577,52 @@ test('output listener hears each change of the INT line once, and nothing while 
   assert.deepEqual(levels, [true, false, true]);
 });
 
+test('acknowledge listeners run before the cascade is re-evaluated: a slave level line lowered by the listener latches no IR2', () => {
+  const pic = initialisedPic();
+  out(pic, SlaveElcr, 0x08);
+  pic.setAckListener(11, (irq) => pic.setIrq(irq, false));
+  pic.setIrq(11, true);
+  assert.equal(pic.acknowledge(), 0x73);
+  out(pic, SlaveCommand, NON_SPECIFIC_EOI);
+  out(pic, MasterCommand, NON_SPECIFIC_EOI);
+  assert.equal(master(pic).irr, 0x00, 'KVM order: pic_clear_isr notifies before pic_update_irq');
+  assert.equal(pic.outputLevel(), false);
+});
+
+test('an operation that acknowledges several IRQs updates the cascade once all their listeners ran, not inside the first one', () => {
+  const pic = initialisedPic(ICW4_8086_SFNM);
+  out(pic, SlaveElcr, 0x0a);
+  for (const irq of [9, 11]) pic.setAckListener(irq, (acked) => pic.setIrq(acked, false));
+  pic.setIrq(11, true);
+  assert.equal(pic.acknowledge(), 0x73);
+  pic.setIrq(9, true);
+  assert.equal(pic.acknowledge(), 0x71, 'IRQ 9 nests in IRQ 11 (special fully nested master)');
+  for (const [port, value] of [
+    [SlaveCommand, 0x11],
+    [SlaveData, 0x70],
+    [SlaveData, 0x02],
+    [SlaveData, 0x01],
+  ] as const) {
+    out(pic, port, value);
+  }
+  assert.equal(master(pic).irr & 0x04, 0, 'the slave request IRQ 11 held was gone when IR2 was sampled');
+});
+
+test('two views (two threads): each view reports the output changes its own operations make, so a rise after another view lowered the line is heard', () => {
+  const device = initialisedPic();
+  const vcpu = PicPair.fromState(device.descriptor());
+  const deviceHeard: boolean[] = [];
+  const vcpuHeard: boolean[] = [];
+  device.setOutputListener((level) => deviceHeard.push(level));
+  vcpu.setOutputListener((level) => vcpuHeard.push(level));
+  pulse(device, 4);
+  assert.equal(vcpu.acknowledge(), 0x0c);
+  out(vcpu, MasterCommand, NON_SPECIFIC_EOI);
+  pulse(device, 4);
+  assert.deepEqual(deviceHeard, [true, true]);
+  assert.deepEqual(vcpuHeard, [false]);
+});
+
 test('mask listener hears each flipped IMR bit with its new state, slave bits as IRQ 8–15', () => {
   const pic = initialisedPic();
   const flips: [number, boolean][] = [];

@@ -201,8 +201,19 @@ export class PicPair implements ExtIntController {
   private readonly ackListeners: (PicAckListener | undefined)[] = new Array<PicAckListener | undefined>(PIC_IRQS).fill(undefined);
   private outputListener: PicOutputListener | undefined;
   private maskListener: PicMaskListener | undefined;
-  /** The output level last passed to `outputListener`. */
+  /**
+   * The output level `outputListener` last heard about, as this view knows it. Each outermost
+   * operation starts by taking the shared level as reported: another view (another thread) that
+   * changed the output tells its own listener, so this view reports only the changes its own
+   * operations make. Without that resync a view whose last report was "high" stays silent about
+   * its next rise when another view lowered the line meanwhile (a vCPU thread's INTA), and the
+   * halted vCPU behind LINT0 is not woken.
+   */
   private reportedOutput = false;
+  /** True while this view runs its listeners: operations they make are nested in the outer one. */
+  private notifying = false;
+  /** An operation of this view deferred its output update until its acknowledge listeners ran. */
+  private outputUpdateOwed = false;
   /** IMR of both chips (bit n = IRQ n) when the pending mask flips were gathered. */
   private maskedIrqsAtFlip = 0;
 
@@ -256,7 +267,7 @@ export class PicPair implements ExtIntController {
       const result = this.chipOfIrq(irq).setInput(irq & PIN_MASK, level);
       if (level && result < 0) this.counterWords.increment(Counter.MaskedRequests);
       else if (level && result === 0) this.counterWords.increment(Counter.CoalescedRequests);
-      this.updateOutput();
+      this.settleOutput();
       return result;
     } finally {
       this.endUpdate();
@@ -287,7 +298,7 @@ export class PicPair implements ExtIntController {
         pin = chip.interruptAcknowledge();
       }
       if (pin === NO_IRQ) this.counterWords.increment(Counter.SpuriousAcknowledges);
-      this.updateOutput();
+      this.settleOutput();
       return chip.vectorFor(pin);
     } finally {
       this.endUpdate();
@@ -315,7 +326,7 @@ export class PicPair implements ExtIntController {
       if (isElcrPort(port)) value = chip.read(ChipWord.Elcr);
       else if ((port & A0) === 0) value = chip.readCommand();
       else value = chip.readData();
-      this.updateOutput();
+      this.settleOutput();
       return value;
     } finally {
       this.endUpdate();
@@ -337,7 +348,7 @@ export class PicPair implements ExtIntController {
       if (isElcrPort(port)) chip.writeElcr(value);
       else if ((port & A0) === 0) chip.writeCommand(value);
       else chip.writeData(value);
-      this.updateOutput();
+      this.settleOutput();
     } finally {
       this.endUpdate();
     }
@@ -410,14 +421,18 @@ export class PicPair implements ExtIntController {
     try {
       this.master.powerOnReset();
       this.slave.powerOnReset();
-      this.updateOutput();
+      this.settleOutput();
     } finally {
       this.endUpdate();
     }
   }
 
+  /** The state as snapshot bytes, with the output brought up to date first (an update may be owed, `settleOutput`). */
   snapshot(): Uint8Array {
-    return withLock(this.words, () => encodeSnapshot(SNAPSHOT_KIND, SNAPSHOT_LAYOUT_VERSION, this.words));
+    return withLock(this.words, () => {
+      this.updateOutput();
+      return encodeSnapshot(SNAPSHOT_KIND, SNAPSHOT_LAYOUT_VERSION, this.words);
+    });
   }
 
   /**
@@ -426,7 +441,9 @@ export class PicPair implements ExtIntController {
    * notifies only the output level, not acknowledges or masks.
    */
   restore(bytes: Uint8Array): void {
+    const levelBefore = this.outputLevel();
     restoreSnapshot(this.words, bytes, SNAPSHOT_KIND, SNAPSHOT_LAYOUT_VERSION, validateSnapshotPayload);
+    this.reportedOutput = levelBefore;
     this.notifyOutput();
   }
 
@@ -453,6 +470,19 @@ export class PicPair implements ExtIntController {
     }
   }
 
+  /**
+   * The end of every operation: the cascade and the output are brought up to date now, or, when
+   * acknowledge listeners are owed, once they all ran (`deliverNotifications`); an operation such
+   * a listener makes defers its update to that one too. KVM's order (`pic_clear_isr` runs the ack
+   * notifiers before `pic_update_irq`): a listener lowers a resampled level line first, so the
+   * slave request that line held is not latched into the master's IR2 (an edge input) and then
+   * answered as a spurious IRQ 15, nor the output raised for a request that is already gone.
+   */
+  private settleOutput(): void {
+    if (this.pending.acknowledgedIrqs === 0 && !this.outputUpdateOwed) this.updateOutput();
+    else this.outputUpdateOwed = true;
+  }
+
   /** After any change, under the lock: the cascade, then the master's INT output (§1.5). */
   private updateOutput(): void {
     this.master.driveCascadeInput(this.slave.pendingIrq() !== NO_IRQ);
@@ -463,6 +493,7 @@ export class PicPair implements ExtIntController {
   // acquireLock/releaseLock rather than withLock: no closure is allocated per interrupt.
   private beginUpdate(): void {
     acquireLock(this.words);
+    if (!this.notifying) this.reportedOutput = this.words[OUTPUT_LEVEL] !== 0;
   }
 
   private endUpdate(): void {
@@ -478,21 +509,55 @@ export class PicPair implements ExtIntController {
    * and cleared first, so a listener that calls back into the PIC gathers and delivers its own.
    */
   private deliverNotifications(): void {
-    let acknowledged = this.pending.acknowledgedIrqs;
-    let maskFlipped = this.pending.maskFlippedIrqs;
+    const nested = this.notifying;
+    this.notifying = true;
+    try {
+      this.notifyListeners(!nested);
+    } finally {
+      this.notifying = nested;
+    }
+  }
+
+  /**
+   * `outermost`: this is not an operation a listener made. Only the outermost pays an owed output
+   * update, once every acknowledge listener of the outer operation has run.
+   */
+  private notifyListeners(outermost: boolean): void {
+    const acknowledged = this.pending.acknowledgedIrqs;
+    const maskFlipped = this.pending.maskFlippedIrqs;
     const masked = this.maskedIrqsAtFlip;
     this.pending.acknowledgedIrqs = 0;
     this.pending.maskFlippedIrqs = 0;
-    for (let irq = 0; acknowledged !== 0; irq++, acknowledged >>>= 1) {
-      if ((acknowledged & 1) !== 0) this.ackListeners[irq]?.(irq);
+    try {
+      this.notifyAcknowledged(acknowledged);
+    } finally {
+      if (outermost) this.payOwedOutputUpdate();
     }
-    const maskListener = this.maskListener;
-    if (maskListener !== undefined) {
-      for (let irq = 0; maskFlipped !== 0; irq++, maskFlipped >>>= 1) {
-        if ((maskFlipped & 1) !== 0) maskListener(irq, ((masked >>> irq) & 1) !== 0);
-      }
-    }
+    this.notifyMaskFlips(maskFlipped, masked);
     this.notifyOutput();
+  }
+
+  private notifyAcknowledged(irqs: number): void {
+    for (let irq = 0, pending = irqs; pending !== 0; irq++, pending >>>= 1) {
+      if ((pending & 1) !== 0) this.ackListeners[irq]?.(irq);
+    }
+  }
+
+  /** The output update an operation deferred until its acknowledge listeners ran (`settleOutput`). */
+  private payOwedOutputUpdate(): void {
+    if (!this.outputUpdateOwed) return;
+    this.outputUpdateOwed = false;
+    withLock(this.words, () => {
+      this.updateOutput();
+    });
+  }
+
+  private notifyMaskFlips(flipped: number, masked: number): void {
+    const maskListener = this.maskListener;
+    if (maskListener === undefined) return;
+    for (let irq = 0, pending = flipped; pending !== 0; irq++, pending >>>= 1) {
+      if ((pending & 1) !== 0) maskListener(irq, ((masked >>> irq) & 1) !== 0);
+    }
   }
 
   /** Tells the output listener the current level if it differs from what it last heard. */
