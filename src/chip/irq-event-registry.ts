@@ -10,7 +10,10 @@
  * it was created, at once, even from a vCPU thread that never returns to its event loop
  * (seed-apis.md §2.7 [quirk]: crosvm freezes the resample lists at `finalizeDevices`).
  *
- * Slots are never compacted: unregistering empties a slot and indexes stay stable.
+ * Indexes stay stable while an event is registered. An emptied slot is reused by the next
+ * registration (crosvm never reuses one, so a device that arms and disarms its irqfd at every
+ * mask grows the table without end); `onSlotCleared` tells the chip, on every thread, so work it
+ * queued for the old occupant (a deferred assertion) is dropped rather than done for the new one.
  */
 
 import { MessageChannel, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
@@ -44,6 +47,8 @@ export class IrqEventRegistry {
   private readonly viewPorts: MessagePort[] = [];
   private levelEventsByGsi = new Map<number, RegisteredIrqEvent[]>();
   private seenGeneration: number;
+  /** Called on this thread whenever a slot's occupant goes (unregistered, or replaced by a sync). */
+  onSlotCleared: ((index: IrqEventIndex) => void) | undefined;
 
   /**
    * @param generation the chip's shared word array, and the index of the registry's generation in it
@@ -71,7 +76,8 @@ export class IrqEventRegistry {
     if (this.slots.some((entry) => entry?.trigger.sameCounter(trigger) === true)) {
       throw new IrqChipError(ErrorCode.EBUSY, `this trigger event is already registered (GSI ${gsi} requested)`);
     }
-    const index = this.slots.length;
+    const firstEmpty = this.slots.indexOf(undefined);
+    const index = firstEmpty < 0 ? this.slots.length : firstEmpty;
     const entry: RegisteredIrqEvent = { gsi, trigger, resample, source };
     this.apply(setUpdate(index, entry), entry);
     return index;
@@ -151,7 +157,9 @@ export class IrqEventRegistry {
 
   private store(index: IrqEventIndex, entry: RegisteredIrqEvent | undefined): void {
     while (this.slots.length <= index) this.slots.push(undefined);
+    const previous = this.slots[index];
     this.slots[index] = entry;
+    if (previous !== undefined) this.onSlotCleared?.(index);
     this.levelEventsByGsi = new Map();
     for (const slot of this.slots) {
       if (slot?.resample === undefined) continue;
