@@ -126,3 +126,42 @@ export { SimVcpu, type SimGuest, type SimInterruptHandler, type SimVcpuOptions }
 export { FIRST_ALLOCATABLE_IRQ, IrqAllocator, LAST_ALLOCATABLE_IRQ } from './chip/irq-allocator.ts';
 export { LOCAL_APIC_WINDOW_BASE, LOCAL_APIC_WINDOW_BYTES, PIC_PORT_RANGES } from './chip/chip-bus-devices.ts';
 export { Bus, type BusAccessor, type BusDevice } from './chip/bus.ts';
+
+// Device side: what a device model sees.
+export {
+  InterruptSourceType,
+  type InterruptIndex,
+  type InterruptSourceConfig,
+  type InterruptSourceGroup,
+  type LegacyIrqSourceConfig,
+  type MsiIrqSourceConfig,
+} from './device/interrupt-source.ts';
+export {
+  InterruptManager,
+  MAX_MSI_GROUP_SOURCES,
+  type InterruptManagerCounters,
+  type InterruptManagerOptions,
+} from './device/interrupt-manager.ts';
+export { ChipInterruptGroup } from './device/chip-interrupt-group.ts';
+export { InterruptTrigger, type InterruptTriggerDescriptor } from './device/interrupt-trigger.ts';
+export { DEFAULT_DEVICE_GSI_BUDGET, DeviceGsiBudget, type GsiSource } from './device/gsi-budget.ts';
+export type { DeviceInterruptChip } from './device/device-chip.ts';
+export { IrqFdRouteFactory, type IrqFdRoute, type IrqFdRouteFactoryOptions } from './device/irqfd-route.ts';
+export {
+  MSIX_CAPABILITY_BYTES,
+  MSIX_CAPABILITY_ID,
+  MSIX_COUNTER_NAMES,
+  MSIX_ENABLE,
+  MSIX_FUNCTION_MASK,
+  MSIX_MAX_VECTORS,
+  MSIX_TABLE_ENTRY_BYTES,
+  MsixCapability,
+  type MsixCapabilityOptions,
+  type MsixCounterName,
+  type MsixStructureLocation,
+} from './device/msix-capability.ts';
+
+// VFIO: vfio_irq_set as Linux defines it, and vfio-pci's rules for applying it.
+export * from './vfio/vfio-uapi.ts';
+export { VfioFdTable } from './vfio/vfio-fd-table.ts';
+export { VfioIrqs, VfioVectorShortageError, type VfioIrqsConfig, type VfioIrqsState } from './vfio/vfio-irqs.ts';
