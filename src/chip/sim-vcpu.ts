@@ -10,7 +10,9 @@
  * whole path (bus → controller → EOI broadcast → resample) is exercised.
  */
 
+import { PIC_PINS_PER_CHIP } from '../routing/irq-route.ts';
 import type { SipiStart } from '../x86/lapic/local-apic.ts';
+import { PicPort } from '../x86/pic/pic.ts';
 import type { Bus } from './bus.ts';
 import { LOCAL_APIC_WINDOW_BASE } from './chip-bus-devices.ts';
 import type { IrqChip } from './irq-chip.ts';
@@ -18,10 +20,8 @@ import type { Vcpu } from './vcpu.ts';
 
 /** The local APIC's EOI register (SDM vol. 3 §11.8.5). */
 const LOCAL_APIC_EOI = LOCAL_APIC_WINDOW_BASE + 0xb0;
-const PIC_MASTER_COMMAND = 0x20;
-const PIC_SLAVE_COMMAND = 0xa0;
+/** OCW2 non-specific EOI (8259A datasheet, OCW2 R/SL/EOI = 001). */
 const PIC_NON_SPECIFIC_EOI = 0x20;
-const PIC_IRQS_PER_CHIP = 8;
 
 /** What a handler can do: the guest's port and MMIO accesses, and the usual ways to end an interrupt. */
 export interface SimGuest {
@@ -85,8 +85,8 @@ export class SimVcpu implements Vcpu {
         options.mmioBus.write(LOCAL_APIC_EOI, 4, 0, accessor);
       },
       eoiPic: (irq) => {
-        if (irq >= PIC_IRQS_PER_CHIP) options.ioBus.write(PIC_SLAVE_COMMAND, 1, PIC_NON_SPECIFIC_EOI, accessor);
-        options.ioBus.write(PIC_MASTER_COMMAND, 1, PIC_NON_SPECIFIC_EOI, accessor);
+        if (irq >= PIC_PINS_PER_CHIP) options.ioBus.write(PicPort.SlaveCommand, 1, PIC_NON_SPECIFIC_EOI, accessor);
+        options.ioBus.write(PicPort.MasterCommand, 1, PIC_NON_SPECIFIC_EOI, accessor);
       },
     };
   }
@@ -159,8 +159,8 @@ export class SimVcpu implements Vcpu {
   /** PIC EOI for the PIC's vectors (when the guest told us its bases), LAPIC EOI otherwise. */
   private defaultEoi(vector: number, guest: SimGuest): void {
     const bases = this.options.picVectorBases;
-    if (bases !== undefined && vector >= bases.master && vector < bases.master + PIC_IRQS_PER_CHIP) guest.eoiPic(vector - bases.master);
-    else if (bases !== undefined && vector >= bases.slave && vector < bases.slave + PIC_IRQS_PER_CHIP) guest.eoiPic(PIC_IRQS_PER_CHIP + vector - bases.slave);
+    if (bases !== undefined && vector >= bases.master && vector < bases.master + PIC_PINS_PER_CHIP) guest.eoiPic(vector - bases.master);
+    else if (bases !== undefined && vector >= bases.slave && vector < bases.slave + PIC_PINS_PER_CHIP) guest.eoiPic(PIC_PINS_PER_CHIP + vector - bases.slave);
     else guest.eoiLocalApic();
   }
 }
