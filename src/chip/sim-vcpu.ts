@@ -18,8 +18,12 @@ import { LOCAL_APIC_WINDOW_BASE } from './chip-bus-devices.ts';
 import type { IrqChip } from './irq-chip.ts';
 import type { Vcpu } from './vcpu.ts';
 
-/** The local APIC's EOI register (SDM vol. 3 §11.8.5). */
+/** The local APIC's EOI register (SDM vol. 3 §11.8.5) and ICR halves (§11.6.1). */
 const LOCAL_APIC_EOI = LOCAL_APIC_WINDOW_BASE + 0xb0;
+const LOCAL_APIC_ICR_LOW = LOCAL_APIC_WINDOW_BASE + 0x300;
+const LOCAL_APIC_ICR_HIGH = LOCAL_APIC_WINDOW_BASE + 0x310;
+/** xAPIC ICR high: destination in bits 31:24. */
+const ICR_DESTINATION_SHIFT = 24;
 /** OCW2 non-specific EOI (8259A datasheet, OCW2 R/SL/EOI = 001). */
 const PIC_NON_SPECIFIC_EOI = 0x20;
 
@@ -34,6 +38,11 @@ export interface SimGuest {
   eoiLocalApic(): void;
   /** Non-specific EOI for an 8259A IRQ (to the slave too for IRQ 8–15). */
   eoiPic(irq: number): void;
+  /**
+   * Sends an IPI as xAPIC software does: the destination APIC ID into ICR high, then `commandLow`
+   * (vector, delivery mode, level, shorthand) into ICR low, whose write sends it (SDM vol. 3 §11.6.1).
+   */
+  sendIpi(destinationApicId: number, commandLow: number): void;
 }
 
 /** A guest interrupt handler: runs with the vector; must end the interrupt as the guest would. */
@@ -83,6 +92,10 @@ export class SimVcpu implements Vcpu {
       readMmio32: (address) => options.mmioBus.read(address, 4, accessor),
       eoiLocalApic: () => {
         options.mmioBus.write(LOCAL_APIC_EOI, 4, 0, accessor);
+      },
+      sendIpi: (destinationApicId, commandLow) => {
+        options.mmioBus.write(LOCAL_APIC_ICR_HIGH, 4, destinationApicId << ICR_DESTINATION_SHIFT, accessor);
+        options.mmioBus.write(LOCAL_APIC_ICR_LOW, 4, commandLow, accessor);
       },
       eoiPic: (irq) => {
         if (irq >= PIC_PINS_PER_CHIP) options.ioBus.write(PicPort.SlaveCommand, 1, PIC_NON_SPECIFIC_EOI, accessor);

@@ -11,7 +11,6 @@
 import { LOCK_WORDS, acquireLock, allocateStateWords, releaseLock } from '../base/shared-state.ts';
 import type { IrqEdgeEventDescriptor, IrqLevelEventDescriptor } from '../event/irq-event.ts';
 import type { EventDescriptor } from '../event/event.ts';
-import { LOCAL_APIC_WINDOW_BASE } from './chip-bus-devices.ts';
 import type { SimGuest } from './sim-vcpu.ts';
 import type { UserspaceIrqChipDescriptor } from './userspace-irq-chip.ts';
 
@@ -262,17 +261,12 @@ export function msiAddressFor(destination: number): bigint {
   return MSI_ADDRESS_BASE | (BigInt(destination) << MSI_DESTINATION_ID_SHIFT);
 }
 
-/** The ICR (SDM vol. 3 §11.6.1): the high half holds the destination; writing the low half sends. */
-const ICR_LOW = LOCAL_APIC_WINDOW_BASE + 0x300;
-const ICR_HIGH = LOCAL_APIC_WINDOW_BASE + 0x310;
-const ICR_DESTINATION_SHIFT = 24;
-/** Level "assert": the SDM asks it of every IPI but an INIT de-assert. */
+/** Level "assert": the SDM asks it of every IPI but an INIT de-assert (SDM vol. 3 §11.6.1). */
 const ICR_LEVEL_ASSERT = 1 << 14;
 
-/** The guest sends a fixed, edge, physical-destination IPI through its ICR, high half first. */
+/** The guest sends a fixed, edge, physical-destination IPI. */
 export function sendFixedIpi(guest: SimGuest, destination: number, vector: number): void {
-  guest.writeMmio32(ICR_HIGH, destination << ICR_DESTINATION_SHIFT);
-  guest.writeMmio32(ICR_LOW, ICR_LEVEL_ASSERT | vector);
+  guest.sendIpi(destination, ICR_LEVEL_ASSERT | vector);
 }
 
 /** The 8259A vector bases the guest programs (ICW2), as the test machine does. */

@@ -44,8 +44,6 @@ import {
 
 const apicRegister = (register: number): number => LOCAL_APIC_WINDOW_BASE + register * XAPIC_REGISTER_STRIDE;
 const APIC_SVR = apicRegister(ApicRegister.SpuriousVector);
-const APIC_ICR_LOW = apicRegister(ApicRegister.InterruptCommand);
-const APIC_ICR_HIGH = apicRegister(ApicRegister.InterruptCommandHigh);
 const APIC_LVT_TIMER = apicRegister(ApicRegister.LvtTimer);
 const APIC_TIMER_INITIAL_COUNT = apicRegister(ApicRegister.TimerInitialCount);
 const APIC_TIMER_DIVIDE = apicRegister(ApicRegister.TimerDivideConfiguration);
@@ -126,10 +124,10 @@ export function startTimer(guest: SimGuest, timerPeriodNs: number): void {
 /** The BSP starts each application processor with INIT, SIPI, SIPI and waits until it runs. */
 export function startApplicationProcessors(guest: SimGuest, memory: MachineMemory, tally: GuestTally): void {
   for (const ap of APPLICATION_PROCESSORS) {
-    sendIpi(guest, ap, (DeliveryMode.Init << ICR_DELIVERY_MODE_SHIFT) | ICR_LEVEL_ASSERT);
+    guest.sendIpi(ap, (DeliveryMode.Init << ICR_DELIVERY_MODE_SHIFT) | ICR_LEVEL_ASSERT);
     // The SDM's algorithm sends the SIPI twice; an AP already started ignores the second.
-    sendIpi(guest, ap, (DeliveryMode.StartUp << ICR_DELIVERY_MODE_SHIFT) | ICR_LEVEL_ASSERT | SIPI_VECTOR);
-    sendIpi(guest, ap, (DeliveryMode.StartUp << ICR_DELIVERY_MODE_SHIFT) | ICR_LEVEL_ASSERT | SIPI_VECTOR);
+    guest.sendIpi(ap, (DeliveryMode.StartUp << ICR_DELIVERY_MODE_SHIFT) | ICR_LEVEL_ASSERT | SIPI_VECTOR);
+    guest.sendIpi(ap, (DeliveryMode.StartUp << ICR_DELIVERY_MODE_SHIFT) | ICR_LEVEL_ASSERT | SIPI_VECTOR);
     tally.startupIpisSent += 3;
   }
   for (const ap of APPLICATION_PROCESSORS) {
@@ -137,11 +135,6 @@ export function startApplicationProcessors(guest: SimGuest, memory: MachineMemor
   }
 }
 
-/** ICR high (destination) then ICR low, whose write sends the IPI (SDM §11.6.1). */
-function sendIpi(guest: SimGuest, destinationApicId: number, commandLow: number): void {
-  guest.writeMmio32(APIC_ICR_HIGH, destinationApicId << XAPIC_ID_SHIFT);
-  guest.writeMmio32(APIC_ICR_LOW, commandLow);
-}
 
 /**
  * The guest's interrupt handlers, one table for every vCPU (each takes only what was routed to it).
@@ -154,7 +147,7 @@ export function handleInterrupt(vector: number, guest: SimGuest, tally: GuestTal
       tally.timerTicks++;
       // A scheduler tick that kicks another CPU now and then.
       if (tally.timerTicks % TICKS_PER_IPI === 0) {
-        sendIpi(guest, IPI_VCPU, (DeliveryMode.Fixed << ICR_DELIVERY_MODE_SHIFT) | ICR_LEVEL_ASSERT | Vector.Ipi);
+        guest.sendIpi(IPI_VCPU, (DeliveryMode.Fixed << ICR_DELIVERY_MODE_SHIFT) | ICR_LEVEL_ASSERT | Vector.Ipi);
         tally.ipisSent++;
       }
       guest.eoiLocalApic();

@@ -26,6 +26,7 @@ import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { startTypeScriptWorker } from '../node/worker.ts';
 import { msiIrqRoute } from '../routing/irq-route.ts';
 import { interruptMessage } from '../x86/interrupt-message.ts';
+import { DEFAULT_MIN_PERIODIC_TIMER_NS } from '../x86/lapic/local-apic.ts';
 import { encodeMsi } from '../x86/msi/msi-codec.ts';
 import {
   APPLICATION_PROCESSORS,
@@ -57,8 +58,6 @@ export interface MachineDemoOptions {
 const DEFAULT_DURATION_MS = 2000;
 const DEFAULT_TIMER_PERIOD_US = 1000;
 const DEFAULT_SEED = 0x1dc;
-/** The local APIC's shortest periodic timer (KVM's min_timer_period_us default, which the model applies). */
-const LAPIC_MIN_PERIODIC_NS = 200_000;
 /** TMICT is 32 bits; at divide-by-1 and 1 ns per count, that bounds the period. */
 const MAX_TIMER_PERIOD_US = 1_000_000;
 
@@ -185,7 +184,7 @@ export async function runMachineDemo(options: MachineDemoOptions = {}): Promise<
     await service;
     checkHealthy();
 
-    const timerPeriodNs = Math.max(timerPeriodUs * 1000, LAPIC_MIN_PERIODIC_NS);
+    const timerPeriodNs = Math.max(timerPeriodUs * 1000, DEFAULT_MIN_PERIODIC_TIMER_NS);
     const ledger: MachineLedger = {
       durationMs,
       timerPeriodRequestedNs: timerPeriodUs * 1000,

@@ -42,7 +42,7 @@ import { ConfigFlag, DOORBELL_WORDS, MpState, PENDING_EVENT_BITS, STATE_WORDS, W
 import type { LocalApicOptions, LocalApicWiring, LocalInterruptSource } from './local-apic.ts';
 
 /** KVM's default minimum periodic timer period, `min_timer_period_us` = 200 µs. */
-const DEFAULT_MIN_PERIODIC_TIMER_NS = 200_000;
+export const DEFAULT_MIN_PERIODIC_TIMER_NS = 200_000;
 const MAX_TSC_HZ = 1e12;
 const MAX_APIC_BUS_CYCLE_NS = 1_000_000;
 const MAX_MIN_PERIODIC_TIMER_NS = 1_000_000_000;

@@ -147,6 +147,7 @@ import {
 export const NO_INTERRUPT = -1;
 
 export { MpState } from './local-apic-state.ts';
+export { DEFAULT_MIN_PERIODIC_TIMER_NS } from './local-apic-checks.ts';
 
 /** Snapshot kind and layout version (shared-state.ts). */
 const SNAPSHOT_KIND = 'LAPC';
