@@ -14,9 +14,11 @@
  * The action bits are not judged here: a missing, doubled or unsupported action is the dispatcher's
  * ENOTTY (vfio-pci's `vfio_pci_set_irqs_ioctl`).
  *
- * One check the kernel makes differently: it then copies the payload from the caller's memory,
- * which faults (EFAULT) when the buffer is shorter than the payload. A `Uint8Array` has a length,
- * so a payload that runs past the end of the given bytes is refused here with EINVAL.
+ * After these checks the kernel copies the payload from the caller's memory (`memdup_user` of
+ * `count` entries, vfio_pci_core.c), which faults with EFAULT when the memory is not there. A
+ * `Uint8Array` has a length, so a payload that runs past the end of the given bytes is that fault:
+ * EFAULT, checked last, as the copy comes after the validation. (An argsz too small for the
+ * payload is the validation's EINVAL: the kernel trusts argsz, not the memory, for that check.)
  */
 
 import { check, ErrorCode } from '../base/errors.ts';
@@ -55,7 +57,8 @@ function entryBytes(dataType: number): number | undefined {
 
 /**
  * Validates `set` for an index with `subIndexCount` sub-indexes, among `indexTypes` indexes.
- * Returns the payload size in bytes; throws EINVAL as the kernel does.
+ * Returns the payload size in bytes; throws EINVAL as the kernel does, and EFAULT when the bytes end
+ * before the payload does.
  */
 export function validateIrqSet(set: VfioIrqSet, subIndexCount: number, indexTypes: number): number {
   // Decoded bytes always hold u32 fields; a request built by hand might not.
@@ -74,8 +77,8 @@ export function validateIrqSet(set: VfioIrqSet, subIndexCount: number, indexType
   check(set.argsz - VFIO_IRQ_SET_HEADER_BYTES >= payloadBytes, ErrorCode.EINVAL, () =>
     `argsz ${set.argsz} leaves less than the ${payloadBytes} payload bytes ${set.count} entries need`,
   );
-  check(set.data.byteLength >= payloadBytes, ErrorCode.EINVAL, () =>
-    `the buffer holds ${set.data.byteLength} payload bytes, ${payloadBytes} are needed (the kernel would fault: EFAULT)`,
+  check(set.data.byteLength >= payloadBytes, ErrorCode.EFAULT, () =>
+    `the buffer holds ${set.data.byteLength} payload bytes, ${payloadBytes} are needed`,
   );
   return payloadBytes;
 }

@@ -40,13 +40,14 @@ export class VfioFdTable {
   }
 
   /**
-   * The event `fd` names. ENOENT when it names none: the kernel answers EBADF there, which
-   * `ErrorCode` does not have; ENOENT ("no such entry") is the nearest code it does have.
+   * The event `fd` names. EBADF when it names none, as the kernel's `eventfd_ctx_fdget` answers for
+   * a number with no open file (an open file that is not an eventfd would be EINVAL; the table
+   * holds only events, so that case cannot arise).
    */
   resolve(fd: number): Event {
     checkRange(fd, 0, MAX_FD, 'fd');
     const event = this.events.get(fd);
-    if (event === undefined) throw new IrqChipError(ErrorCode.ENOENT, `fd ${fd} is not open (the kernel answers EBADF)`);
+    if (event === undefined) throw new IrqChipError(ErrorCode.EBADF, `fd ${fd} is not open`);
     return event;
   }
 }

@@ -116,7 +116,7 @@ describe('MSI-X re-binding and rollback', () => {
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[0] ?? NONE_FD, fds[1] ?? NONE_FD, fds[2] ?? NONE_FD, fds[3] ?? NONE_FD, fds[0] ?? NONE_FD]));
     assert.throws(() => {
       irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 1, [fds[3] ?? NONE_FD, UNKNOWN_FD, fds[3] ?? NONE_FD]));
-    }, isIrqChipError('ENOENT'));
+    }, isIrqChipError('EBADF'));
     // Vector 1 was re-bound then unbound by the rollback, vector 2 failed, vector 3 was not reached.
     assert.deepEqual([...irqs.state().vectorTriggers], [[0, events[0]], [3, events[3]], [4, events[0]]]);
     assert.equal(irqs.state().activeIndex, MSIX, 'an index that was already enabled stays enabled');
@@ -126,7 +126,7 @@ describe('MSI-X re-binding and rollback', () => {
     const { irqs, fds } = rig();
     assert.throws(() => {
       irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[0] ?? NONE_FD, UNKNOWN_FD]));
-    }, isIrqChipError('ENOENT'));
+    }, isIrqChipError('EBADF'));
     assert.deepEqual([irqs.state().activeIndex, irqs.state().allocatedVectors, irqs.state().vectorTriggers.size], [null, [], 0]);
   });
 
@@ -189,28 +189,45 @@ describe('raises from the device: delivery, pending, undeliverable', () => {
     const { irqs, events, fds } = rig();
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, fdArray(4)));
     irqs.raise(MSIX, 2);
-    assert.deepEqual(irqs.state().pendingVectors, [2]);
+    irqs.raise(MSIX, 2);
+    assert.deepEqual(irqs.state().pendingVectors.msix, [2]);
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 2, [fds[1] ?? NONE_FD]));
-    assert.equal(events[1]?.tryRead(), 1n);
-    assert.deepEqual(irqs.state().pendingVectors, []);
+    assert.equal(events[1]?.tryRead(), 1n, 'one pending bit: one message');
+    assert.deepEqual(irqs.state().pendingVectors.msix, []);
   });
 
-  test('disable drops pending vectors, as freeing the host vectors does', () => {
-    const { irqs } = rig();
+  test('an MSI-X entry with no host vector is masked in the table: its raise is held by the device too', () => {
+    const { irqs, events, fds } = rig();
+    irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[0] ?? NONE_FD]));
+    irqs.raise(MSIX, 7);
+    assert.deepEqual(irqs.state().pendingVectors.msix, [7]);
+    assert.equal(irqs.counters().undeliverableRaises, 0);
+    // NORESIZE: the VMM grows by disable and re-enable; the bit outlives the disable.
+    irqs.setIrqs(irqSetNone(TRIGGER, MSIX, 0, 0));
+    assert.deepEqual(irqs.state().pendingVectors.msix, [7]);
+    irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, fdArray(8, { 0: fds[0] ?? NONE_FD, 7: fds[1] ?? NONE_FD })));
+    assert.deepEqual(drainCounts(events), [0n, 1n, 0n, 0n]);
+    assert.deepEqual(irqs.state().pendingVectors.msix, []);
+  });
+
+  test('pending bits are per index: MSI-X bits are not sent to MSI vectors', () => {
+    const { irqs, events, fds } = rig();
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, fdArray(2)));
     irqs.raise(MSIX, 1);
     irqs.setIrqs(irqSetNone(TRIGGER, MSIX, 0, 0));
-    assert.deepEqual(irqs.state().pendingVectors, []);
+    irqs.setIrqs(irqSetEventfds(TRIGGER, MSI, 0, [NONE_FD, fds[0] ?? NONE_FD]));
+    assert.equal(events[0]?.tryRead(), 0n);
+    assert.deepEqual(irqs.state().pendingVectors, { msi: [], msix: [1] });
   });
 
-  test('raises the host could not deliver are counted: index disabled, vector not allocated', () => {
+  test('raises with nowhere to go are counted: index disabled, MSI vector past the allocation', () => {
     const { irqs, fds } = rig();
     irqs.raise(MSIX, 0);
-    irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[0] ?? NONE_FD]));
-    irqs.raise(MSIX, 7);
-    irqs.raise(MSI, 0);
+    irqs.setIrqs(irqSetEventfds(TRIGGER, MSI, 0, [fds[0] ?? NONE_FD]));
+    irqs.raise(MSI, 7);
+    irqs.raise(MSIX, 0);
     assert.equal(irqs.counters().undeliverableRaises, 3);
-    assert.deepEqual(irqs.state().pendingVectors, []);
+    assert.deepEqual(irqs.state().pendingVectors, { msi: [], msix: [] });
   });
 
   test('with dynamic MSI-X a raise past the allocation is pending and delivered when that vector is bound', () => {
@@ -301,11 +318,12 @@ describe('VFIO_DEVICE_GET_IRQ_INFO (§5.6)', () => {
     assert.deepEqual([...answer.subarray(16)], Array<number>(8).fill(0xaa));
   });
 
-  test('argsz below 16, index 5, ERR on a conventional PCI function: EINVAL', () => {
+  test('argsz below 16, index 5, ERR on a conventional PCI function: EINVAL; a buffer shorter than 16 bytes: EFAULT', () => {
     const irqs = new VfioIrqs({ ...TYPICAL_FUNCTION, pcie: false });
-    for (const request of [encodeIrqInfo({ argsz: 15, index: MSI }), encodeIrqInfo({ index: 5 }), encodeIrqInfo({ index: ERR }), new Uint8Array(8)]) {
+    for (const request of [encodeIrqInfo({ argsz: 15, index: MSI }), encodeIrqInfo({ index: 5 }), encodeIrqInfo({ index: ERR })]) {
       assert.throws(() => irqs.getIrqInfo(request), isIrqChipError('EINVAL'));
     }
+    assert.throws(() => irqs.getIrqInfo(new Uint8Array(8)), isIrqChipError('EFAULT'));
   });
 });
 

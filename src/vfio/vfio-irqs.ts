@@ -2,14 +2,15 @@
  * `VfioIrqs`: the kernel side of VFIO_DEVICE_SET_IRQS and VFIO_DEVICE_GET_IRQ_INFO for one PCI
  * function, as vfio-pci implements them (Linux `drivers/vfio/pci/vfio_pci_intrs.c` and
  * `vfio_pci_core.c`, 6.9+ with the persistent INTx handler; seed-apis.md §5, §6 items 13–17).
- * It backs emulated devices and is the reference the real `/dev/vfio` path is tested against.
+ * It backs emulated devices and is the reference the real `/dev/vfio` path is tested against; it
+ * implements `VfioIrqDevice`, the interface the VMM side (`VfioPciInterrupts`) drives.
  *
  * Requests arrive as `vfio_irq_set` bytes; the eventfds they name are looked up in a `VfioFdTable`.
  * The emulated hardware enters through `raiseIntx`/`lowerIntx` (the INTx line) and `raise` (an MSI
  * or MSI-X message, an AER error, a device request), and the engine signals the bound trigger
  * `Event`, as the kernel's interrupt handlers signal the trigger eventfds.
  *
- * The rules, by index (each with the kernel's errno; EINVAL/ENOTTY/EBUSY/ENOSPC as `IrqChipError`):
+ * The rules, by index (each with the kernel's errno, as `IrqChipError`):
  *
  * - Validation first (`validateIrqSet`), then dispatch on (index, action): INTx takes MASK, UNMASK
  *   and TRIGGER; MSI and MSI-X TRIGGER only; ERR (PCIe only) and REQ TRIGGER only; anything else,
@@ -17,7 +18,8 @@
  * - At most one of INTx, MSI, MSI-X is active. Enabling one while another is active is EINVAL.
  * - INTx TRIGGER: count 0 + DATA_NONE while INTx is active disables it. Otherwise start 0 and count
  *   1 are required. DATA_EVENTFD enables INTx (fd -1: enabled with no trigger) or replaces the
- *   trigger; DATA_NONE/BOOL loop back (signal the trigger) and need INTx active.
+ *   trigger; DATA_NONE/BOOL loop back (signal the trigger) and need INTx active. Enabling a pin that
+ *   has no host IRQ routed is ENODEV (`vfio_intx_enable`; the fd is resolved first, as 6.9+ does).
  * - INTx automask: the line's assertion masks INTx and signals the trigger once. While masked the
  *   line stays asserted (the device's Interrupt Status, which the kernel's check-and-unmask reads),
  *   so nothing is lost: an unmask that finds the line still asserted keeps INTx masked and
@@ -27,8 +29,9 @@
  *   virqfd; EBUSY when one is installed already, any negative fd removes it). INTx MASK:
  *   DATA_NONE/BOOL mask; DATA_EVENTFD is ENOTTY (not implemented by vfio-pci).
  * - MSI/MSI-X TRIGGER: count 0 + DATA_NONE while the index is active disables it. DATA_EVENTFD on
- *   an inactive index enables it with exactly start + count host vectors (NORESIZE), then binds;
- *   on an active index it re-binds. Each vector releases its old trigger first; fd < 0 leaves it
+ *   an inactive index enables it with exactly start + count host vectors (NORESIZE; start = count
+ *   = 0 asks for none: `pci_alloc_irq_vectors(1, 0)` answers ERANGE), then binds; on an active
+ *   index it re-binds. Each vector releases its old trigger first; fd < 0 leaves it
  *   unbound. Binding a vector beyond the allocation is EINVAL unless the host has dynamic MSI-X
  *   (MSI-X only), which allocates it for good (until disable). If a vector fails, every vector
  *   processed in that call, the failing one included, is left unbound (older bindings are lost,
@@ -38,10 +41,11 @@
  *   releases it, count 1 signals it. BOOL and EVENTFD need count 1; fd -1 releases, fd ≥ 0
  *   replaces, other negative fds are a successful no-op.
  *
- * Where this model differs from the kernel, and why (also in the report of issue 6):
- * - An fd that names nothing is ENOENT (the kernel: EBADF, not in `ErrorCode`); enabling with
- *   start = count = 0 is EINVAL (the kernel: ERANGE from the PCI core); a payload past the end of
- *   the given bytes is EINVAL (the kernel: EFAULT).
+ * Errnos are the kernel's: an fd that names nothing is EBADF (`eventfd_ctx_fdget`), a buffer that
+ * ends before its header or its payload is EFAULT (`copy_from_user`/`memdup_user`), an argsz too
+ * small for the payload is EINVAL (the validation trusts argsz).
+ *
+ * Where this model differs from the kernel, and why:
  * - A short host-vector allocation is `VfioVectorShortageError` (ENOSPC, with the number that was
  *   available), where the kernel returns that number as a positive ioctl result.
  * - The unmask eventfd is polled, not called back: our `Event`s have no wait queue. The engine
@@ -51,14 +55,24 @@
  *   unmask runs at once (as the kernel's poll at registration does) and the count is consumed,
  *   so it is not taken a second time.
  * - Not modelled: the guest's Command-register INTx-disable bit (`virq_disabled`), PCI 2.2 devices
- *   without DisINTx (the host line is disabled instead; same behaviour seen from user space), ENODEV
- *   for a pin with no host IRQ routed, and the irq-bypass producers.
+ *   without DisINTx (the host line is disabled instead; same behaviour seen from user space), and
+ *   the irq-bypass producers.
+ * - A pin with no host IRQ (`intxHostIrq: false`) reports INTx count 1 and answers ENODEV at
+ *   enable, as kernels before the IRQ_NOTCONNECTED change did; newer kernels hide such a pin
+ *   (Interrupt Pin reads 0, count 0), which is `intx: false` here.
  *
- * Raises a host could not deliver (the index is not enabled, the vector is not allocated, no
- * ERR/REQ trigger is bound) are counted in `counters().undeliverableRaises`. A raise on an allocated
- * MSI or MSI-X vector with no trigger bound is held pending (the host vector is masked, so the
- * device keeps its Pending Bit) and delivered when a trigger is bound to it; disabling the index
- * drops it, as freeing the vectors does on hardware.
+ * The device's pending bits. A raise on a vector of the active MSI or MSI-X index that has no
+ * trigger bound is held by the device and sent when a trigger is bound to that vector: Linux masks
+ * every MSI-X table entry that has no host interrupt requested (all of them at enable, and each one
+ * whose trigger is released), so the device keeps the message in its Pending Bit Array, whether or
+ * not a host vector is allocated to the entry. An MSI function may only use the vectors it was
+ * enabled with (Multiple Message Enable), so an MSI raise past the allocation has nowhere to go.
+ * Linux never writes the PBA (it masks entries and clears MSI-X Enable), and PCIe leaves what a
+ * function does with its pending bits while MSI-X is disabled to the function; this model keeps
+ * them, so a pending bit outlives a disable of its index and is sent once the index is enabled
+ * again and the vector bound: that is what lets a VMM grow a NORESIZE index by disable and
+ * re-enable without losing what the device held. Raises that have nowhere to go (the index is not enabled, an MSI vector past the
+ * allocation, no ERR/REQ trigger bound) are counted in `counters().undeliverableRaises`.
  *
  * Threads: an engine belongs to one thread (the kernel's `igate` mutex is its caller's to provide);
  * the `Event`s it signals may be consumed on any thread.
@@ -68,6 +82,7 @@ import { check, checkRange, ErrorCode, IrqChipError } from '../base/errors.ts';
 import type { Event } from '../event/event.ts';
 import { validateIrqSet } from './irq-set-validation.ts';
 import { VfioFdTable } from './vfio-fd-table.ts';
+import type { VfioIrqDevice } from './vfio-irq-device.ts';
 import {
   decodeIrqInfo,
   decodeIrqSet,
@@ -109,6 +124,11 @@ const NO_IRQ_TYPE = VFIO_PCI_NUM_IRQS;
 export interface VfioIrqsConfig {
   /** The function has an INTx pin vfio-pci will use (INTx count 1); false for no pin, nointx or a VF. */
   readonly intx: boolean;
+  /**
+   * The pin has a host IRQ routed (`pdev->irq`). Default true. False: INTx count is 1 but enabling
+   * INTx is ENODEV (kernels before the IRQ_NOTCONNECTED change; newer ones report count 0).
+   */
+  readonly intxHostIrq?: boolean;
   /** The MSI capability's vector count (1, 2, 4, 8, 16 or 32); 0 without an MSI capability. */
   readonly msiVectors: number;
   /** The MSI-X table size (1–2048); 0 without an MSI-X capability. */
@@ -140,8 +160,8 @@ export interface VfioIrqsState {
   readonly allocatedVectors: readonly number[];
   /** Bound trigger of each bound vector of the active MSI/MSI-X index. */
   readonly vectorTriggers: ReadonlyMap<number, Event>;
-  /** Vectors raised while allocated but unbound, waiting for a trigger. */
-  readonly pendingVectors: readonly number[];
+  /** The device's pending bits per index: vectors raised with no trigger bound, sent when one is. */
+  readonly pendingVectors: Readonly<Record<'msi' | 'msix', readonly number[]>>;
   readonly errTrigger: Event | null;
   readonly reqTrigger: Event | null;
 }
@@ -163,13 +183,22 @@ function dataType(set: VfioIrqSet): number {
   return set.flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
 }
 
+/** The positions of `bits` that hold 1, ascending. */
+function setBits(bits: Uint8Array): number[] {
+  const positions: number[] = [];
+  bits.forEach((bit, position) => {
+    if (bit === 1) positions.push(position);
+  });
+  return positions;
+}
+
 function checkConfig(config: VfioIrqsConfig): void {
   check(MSI_VECTOR_COUNTS.includes(config.msiVectors), ErrorCode.EINVAL, () => `msiVectors must be one of ${MSI_VECTOR_COUNTS.join(', ')}, got ${config.msiVectors}`);
   checkRange(config.msixVectors, 0, MAX_MSIX_VECTORS, 'msixVectors');
   if (config.hostVectors !== undefined) checkRange(config.hostVectors, 0, Number.MAX_SAFE_INTEGER, 'hostVectors');
 }
 
-export class VfioIrqs {
+export class VfioIrqs implements VfioIrqDevice {
   readonly fds: VfioFdTable;
   private readonly config: VfioIrqsConfig;
   private readonly dynamicMsix: boolean;
@@ -185,7 +214,9 @@ export class VfioIrqs {
   // The active MSI or MSI-X index's vectors; sized for the larger of the two.
   private readonly vectorTriggers: (Event | null)[];
   private readonly vectorAllocated: Uint8Array;
-  private readonly vectorPending: Uint8Array;
+  // The device's pending bits, per index: they outlive the index's enable (see the file comment).
+  private readonly msiPending: Uint8Array;
+  private readonly msixPending: Uint8Array;
   private allocatedVectorCount = 0;
 
   private errTrigger: Event | null = null;
@@ -204,7 +235,20 @@ export class VfioIrqs {
     const vectorSlots = Math.max(config.msiVectors, config.msixVectors);
     this.vectorTriggers = new Array<Event | null>(vectorSlots).fill(null);
     this.vectorAllocated = new Uint8Array(vectorSlots);
-    this.vectorPending = new Uint8Array(vectorSlots);
+    this.msiPending = new Uint8Array(config.msiVectors);
+    this.msixPending = new Uint8Array(config.msixVectors);
+  }
+
+  // ---- VfioIrqDevice: the process's fd numbers ------------------------------------------------
+
+  /** Installs `event` in the fd table (`fds`); SET_IRQS payloads name it by the number returned. */
+  openEventFd(event: Event): number {
+    return this.fds.install(event);
+  }
+
+  /** Closes `fd` in the fd table; what was bound through it stays bound. */
+  closeEventFd(fd: number): void {
+    this.fds.close(fd);
   }
 
   /** Sub-indexes of `index` (vfio-pci's `vfio_pci_get_irq_count`): 0 for an index the function lacks. */
@@ -322,6 +366,7 @@ export class VfioIrqs {
   }
 
   private enableIntx(trigger: Event | null): void {
+    check(this.config.intxHostIrq ?? true, ErrorCode.ENODEV, 'the INTx pin has no host IRQ routed');
     this.irqType = VFIO_PCI_INTX_IRQ_INDEX;
     this.intxMasked = false;
     this.intxTrigger = trigger;
@@ -435,8 +480,8 @@ export class VfioIrqs {
 
   /** Enables MSI or MSI-X with exactly `vectorCount` host vectors (NORESIZE). */
   private enableVectors(index: number, vectorCount: number): void {
-    // pci_alloc_irq_vectors(1, 0) fails with ERANGE, which ErrorCode lacks.
-    check(vectorCount > 0, ErrorCode.EINVAL, 'enabling with start 0, count 0 allocates no vector (the kernel answers ERANGE)');
+    // pci_alloc_irq_vectors(pdev, 1, 0, ...): max below min is ERANGE in the PCI core.
+    check(vectorCount > 0, ErrorCode.ERANGE, 'enabling with start 0, count 0 asks for no vector');
     if (vectorCount > this.hostVectors) {
       if (this.hostVectors > 0) throw new VfioVectorShortageError(vectorCount, this.hostVectors);
       throw new IrqChipError(ErrorCode.ENOSPC, 'no host vector is available');
@@ -446,12 +491,16 @@ export class VfioIrqs {
     this.allocatedVectorCount = vectorCount;
   }
 
+  /** Frees the host vectors. The device's pending bits stay (Linux does not touch the PBA). */
   private disableVectors(): void {
     this.irqType = NO_IRQ_TYPE;
     this.vectorTriggers.fill(null);
     this.vectorAllocated.fill(0);
-    this.vectorPending.fill(0);
     this.allocatedVectorCount = 0;
+  }
+
+  private pendingOf(index: number): Uint8Array {
+    return index === VFIO_PCI_MSIX_IRQ_INDEX ? this.msixPending : this.msiPending;
   }
 
   /**
@@ -475,8 +524,9 @@ export class VfioIrqs {
     const trigger = this.fds.resolve(fd);
     this.vectorTriggers[vector] = trigger;
     // Binding unmasks the host vector: a message the device held pending is sent now.
-    if (this.vectorPending[vector] === 1) {
-      this.vectorPending[vector] = 0;
+    const pending = this.pendingOf(this.irqType);
+    if (pending[vector] === 1) {
+      pending[vector] = 0;
       trigger.signal();
     }
   }
@@ -518,8 +568,9 @@ export class VfioIrqs {
     const trigger = this.vectorTriggers[vector];
     if (trigger !== null && trigger !== undefined) {
       trigger.signal();
-    } else if (this.vectorAllocated[vector] === 1 || (index === VFIO_PCI_MSIX_IRQ_INDEX && this.dynamicMsix)) {
-      this.vectorPending[vector] = 1;
+    } else if (index === VFIO_PCI_MSIX_IRQ_INDEX || this.vectorAllocated[vector] === 1) {
+      // MSI-X: the entry is masked in the table, allocated or not; MSI: within Multiple Message Enable.
+      this.pendingOf(index)[vector] = 1;
     } else {
       this.undeliverableRaises++;
     }
@@ -586,13 +637,12 @@ export class VfioIrqs {
 
   state(): VfioIrqsState {
     const allocatedVectors: number[] = [];
-    const pendingVectors: number[] = [];
     const vectorTriggers = new Map<number, Event>();
     this.vectorTriggers.forEach((trigger, vector) => {
       if (this.vectorAllocated[vector] === 1) allocatedVectors.push(vector);
-      if (this.vectorPending[vector] === 1) pendingVectors.push(vector);
       if (trigger !== null) vectorTriggers.set(vector, trigger);
     });
+    const pendingVectors = { msi: setBits(this.msiPending), msix: setBits(this.msixPending) };
     return {
       activeIndex: this.irqType === NO_IRQ_TYPE ? null : this.irqType,
       intxAsserted: this.intxAsserted,

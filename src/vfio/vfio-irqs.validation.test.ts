@@ -32,7 +32,7 @@ const UNKNOWN_FD = 999;
 
 interface Row {
   readonly rule: string;
-  readonly code: 'EINVAL' | 'ENOTTY' | 'EBUSY' | 'ENOENT' | 'ENOSPC';
+  readonly code: 'EINVAL' | 'ENOTTY' | 'EBUSY' | 'EBADF' | 'ENOSPC' | 'ERANGE' | 'EFAULT' | 'ENODEV';
   readonly config?: VfioIrqsConfig;
   /** Brings the engine into the state the rule needs (applied requests). */
   readonly setup?: (rig: Rig) => void;
@@ -74,8 +74,11 @@ const rows: readonly Row[] = [
   // fourth check: argsz covers the payload
   { rule: 'argsz one byte short of two fds', code: 'EINVAL', request: () => encodeIrqSet({ flags: EVENTFD | TRIGGER, index: MSIX, start: 0, count: 2, argsz: 27 }, new Uint8Array(8)) },
   { rule: 'argsz one byte short of three bools', code: 'EINVAL', setup: enableMsix, request: () => encodeIrqSet({ flags: BOOL | TRIGGER, index: MSIX, start: 0, count: 3, argsz: 22 }, new Uint8Array(3)) },
-  { rule: 'argsz claims the payload but the buffer ends early (kernel: EFAULT)', code: 'EINVAL', request: () => encodeIrqSet({ flags: EVENTFD | TRIGGER, index: MSIX, start: 0, count: 2, argsz: 28 }, new Uint8Array(4)) },
-  { rule: 'a buffer shorter than the header', code: 'EINVAL', request: () => new Uint8Array(12) },
+  // the copies from the caller's memory: the header first, the payload after the validation
+  { rule: 'argsz claims the payload but the buffer ends early: memdup_user faults', code: 'EFAULT', request: () => encodeIrqSet({ flags: EVENTFD | TRIGGER, index: MSIX, start: 0, count: 2, argsz: 28 }, new Uint8Array(4)) },
+  { rule: 'a buffer shorter than the header: copy_from_user faults', code: 'EFAULT', request: () => new Uint8Array(12) },
+  { rule: 'a short header faults before argsz 0 is judged', code: 'EFAULT', request: () => new Uint8Array(19) },
+  { rule: 'argsz too small comes before the short payload: EINVAL, not EFAULT', code: 'EINVAL', request: () => encodeIrqSet({ flags: EVENTFD | TRIGGER, index: MSIX, start: 0, count: 2, argsz: 24 }, new Uint8Array(4)) },
   // dispatch on (index, action)
   { rule: 'no action bit', code: 'ENOTTY', request: () => encodeIrqSet({ flags: NONE, index: INTX, start: 0, count: 1 }) },
   { rule: 'two action bits (MASK | UNMASK)', code: 'ENOTTY', setup: enableIntx, request: () => irqSetNone(MASK | UNMASK, INTX, 0, 1) },
@@ -96,8 +99,11 @@ const rows: readonly Row[] = [
   { rule: 'INTx count-0 DATA_BOOL (only DATA_NONE disables)', code: 'EINVAL', setup: enableIntx, request: () => irqSetBools(TRIGGER, INTX, 0, []) },
   { rule: 'INTx loopback while INTx is disabled', code: 'EINVAL', request: () => irqSetNone(TRIGGER, INTX, 0, 1) },
   { rule: 'INTx enable while MSI is enabled', code: 'EINVAL', setup: enableMsi, request: ({ fds }) => irqSetEventfds(TRIGGER, INTX, 0, [fds[2] ?? -1]) },
-  { rule: 'INTx trigger with an fd that is not open (kernel: EBADF)', code: 'ENOENT', request: () => irqSetEventfds(TRIGGER, INTX, 0, [UNKNOWN_FD]) },
-  { rule: 'INTx unmask eventfd that is not open (kernel: EBADF)', code: 'ENOENT', setup: enableIntx, request: () => irqSetEventfds(UNMASK, INTX, 0, [UNKNOWN_FD]) },
+  { rule: 'INTx trigger with an fd that is not open', code: 'EBADF', request: () => irqSetEventfds(TRIGGER, INTX, 0, [UNKNOWN_FD]) },
+  { rule: 'INTx unmask eventfd that is not open', code: 'EBADF', setup: enableIntx, request: () => irqSetEventfds(UNMASK, INTX, 0, [UNKNOWN_FD]) },
+  { rule: 'INTx enable on a pin with no host IRQ routed', code: 'ENODEV', config: { ...TYPICAL_FUNCTION, intxHostIrq: false }, request: ({ fds }) => irqSetEventfds(TRIGGER, INTX, 0, [fds[0] ?? -1]) },
+  { rule: 'INTx enable with fd -1 on a pin with no host IRQ routed', code: 'ENODEV', config: { ...TYPICAL_FUNCTION, intxHostIrq: false }, request: () => irqSetEventfds(TRIGGER, INTX, 0, [-1]) },
+  { rule: 'a bad fd is found before the missing host IRQ (the fd is resolved first)', code: 'EBADF', config: { ...TYPICAL_FUNCTION, intxHostIrq: false }, request: () => irqSetEventfds(TRIGGER, INTX, 0, [UNKNOWN_FD]) },
   {
     rule: 'a second INTx unmask eventfd while one is installed',
     code: 'EBUSY',
@@ -113,8 +119,10 @@ const rows: readonly Row[] = [
   { rule: 'MSI count-0 disable while MSI is disabled', code: 'EINVAL', request: () => irqSetNone(TRIGGER, MSI, 0, 0) },
   { rule: 'MSI-X loopback while MSI-X is disabled', code: 'EINVAL', request: () => irqSetNone(TRIGGER, MSIX, 0, 4) },
   { rule: 'MSI-X bool loopback while MSI is the enabled index', code: 'EINVAL', setup: enableMsi, request: () => irqSetBools(TRIGGER, MSIX, 0, [true]) },
-  { rule: 'MSI-X enable with start 0, count 0: no vector to allocate (kernel: ERANGE)', code: 'EINVAL', request: () => irqSetEventfds(TRIGGER, MSIX, 0, []) },
-  { rule: 'MSI-X enable whose only fd is not open: enabled, then disabled again', code: 'ENOENT', request: () => irqSetEventfds(TRIGGER, MSIX, 0, [UNKNOWN_FD]) },
+  { rule: 'MSI-X enable with start 0, count 0 + DATA_EVENTFD: pci_alloc_irq_vectors(1, 0)', code: 'ERANGE', request: () => irqSetEventfds(TRIGGER, MSIX, 0, []) },
+  { rule: 'MSI enable with start 0, count 0 + DATA_EVENTFD', code: 'ERANGE', request: () => irqSetEventfds(TRIGGER, MSI, 0, []) },
+  { rule: 'MSI-X start 0, count 0 + DATA_NONE while disabled: not a disable, not an enable', code: 'EINVAL', request: () => irqSetNone(TRIGGER, MSIX, 0, 0) },
+  { rule: 'MSI-X enable whose only fd is not open: enabled, then disabled again', code: 'EBADF', request: () => irqSetEventfds(TRIGGER, MSIX, 0, [UNKNOWN_FD]) },
   { rule: 'NORESIZE: binding MSI-X vector 5 when 2 are enabled', code: 'EINVAL', setup: enableMsix, request: ({ fds }) => irqSetEventfds(TRIGGER, MSIX, 5, [fds[2] ?? -1]) },
   { rule: 'MSI-X enable asking more host vectors than the host has', code: 'ENOSPC', config: { ...TYPICAL_FUNCTION, hostVectors: 4 }, request: ({ fds }) => irqSetEventfds(TRIGGER, MSIX, 0, [fds[0] ?? -1, -1, -1, -1, -1, -1]) },
   { rule: 'MSI enable with no host vector left', code: 'ENOSPC', config: { ...TYPICAL_FUNCTION, hostVectors: 0 }, request: ({ fds }) => irqSetEventfds(TRIGGER, MSI, 0, [fds[0] ?? -1]) },
@@ -123,7 +131,7 @@ const rows: readonly Row[] = [
   { rule: 'REQ DATA_NONE release (count 0) with no trigger bound', code: 'EINVAL', request: () => irqSetNone(TRIGGER, REQ, 0, 0) },
   { rule: 'ERR DATA_BOOL count 0', code: 'EINVAL', request: () => irqSetBools(TRIGGER, ERR, 0, []) },
   { rule: 'REQ DATA_EVENTFD count 0', code: 'EINVAL', request: () => irqSetEventfds(TRIGGER, REQ, 0, []) },
-  { rule: 'REQ eventfd that is not open (kernel: EBADF)', code: 'ENOENT', request: () => irqSetEventfds(TRIGGER, REQ, 0, [UNKNOWN_FD]) },
+  { rule: 'REQ eventfd that is not open', code: 'EBADF', request: () => irqSetEventfds(TRIGGER, REQ, 0, [UNKNOWN_FD]) },
 ];
 
 describe('SET_IRQS validation: each rule answers the kernel errno and changes nothing', () => {
@@ -179,13 +187,16 @@ describe('SET_IRQS validation: what the rules allow', () => {
     }
   });
 
-  test('an fd that is not open is ENOENT, and the message names the kernel errno EBADF', () => {
-    const { irqs } = rig();
-    assert.throws(
-      () => {
-        irqs.setIrqs(irqSetEventfds(TRIGGER, INTX, 0, [UNKNOWN_FD]));
-      },
-      (error: unknown) => isIrqChipError('ENOENT')(error) && error instanceof Error && error.message.includes('EBADF'),
-    );
+  test('a closed fd is EBADF: the number no longer names the event it named', () => {
+    const { irqs, fds } = rig();
+    irqs.fds.close(fds[0] ?? -1);
+    assert.throws(() => {
+      irqs.setIrqs(irqSetEventfds(TRIGGER, INTX, 0, [fds[0] ?? -1]));
+    }, isIrqChipError('EBADF'));
+  });
+
+  test('a pin with no host IRQ still reports INTx count 1 (the kernel answers ENODEV only at enable)', () => {
+    const { irqs } = rig({ ...TYPICAL_FUNCTION, intxHostIrq: false });
+    assert.equal(irqs.irqInfo(INTX).count, 1);
   });
 });

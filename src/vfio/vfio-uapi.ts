@@ -15,8 +15,10 @@
  *
  * Decoding never judges the request: it reads the fields as the kernel's `copy_from_user` of the
  * header does, and hands the rest of the buffer to the validator (`irq-set-validation.ts`), which
- * applies the kernel's rules. Only a buffer too short to hold the fixed part is refused here
- * (EINVAL; the kernel would fault with EFAULT, which has no code in `ErrorCode`).
+ * applies the kernel's rules. Only a buffer too short to hold the fixed part is refused here, with
+ * the kernel's EFAULT: its `copy_from_user` of the fixed part faults on memory that is not there
+ * (vfio_pci_core.c, `vfio_pci_ioctl_set_irqs` and `vfio_pci_ioctl_get_irq_info`). A `Uint8Array`
+ * has a length, so bytes past its end are the unmapped memory.
  */
 
 import { check, checkRange, ErrorCode } from '../base/errors.ts';
@@ -147,11 +149,11 @@ function checkU32(value: number, what: string): void {
 }
 
 /**
- * Reads a `vfio_irq_set` from `bytes` (a view, not a copy: `data` aliases `bytes`). EINVAL when
+ * Reads a `vfio_irq_set` from `bytes` (a view, not a copy: `data` aliases `bytes`). EFAULT when
  * fewer than 20 bytes are given; every other judgement is the validator's.
  */
 export function decodeIrqSet(bytes: Uint8Array): VfioIrqSet {
-  check(bytes.byteLength >= VFIO_IRQ_SET_HEADER_BYTES, ErrorCode.EINVAL, () =>
+  check(bytes.byteLength >= VFIO_IRQ_SET_HEADER_BYTES, ErrorCode.EFAULT, () =>
     `a vfio_irq_set needs ${VFIO_IRQ_SET_HEADER_BYTES} bytes of header, got ${bytes.byteLength}`,
   );
   const view = viewOf(bytes);
@@ -232,9 +234,9 @@ export function irqSetEventfd(set: VfioIrqSet, position: number): number {
   return viewOf(set.data).getInt32(position * VFIO_IRQ_SET_EVENTFD_BYTES, LITTLE_ENDIAN);
 }
 
-/** Reads a `vfio_irq_info`; EINVAL when fewer than 16 bytes are given. */
+/** Reads a `vfio_irq_info`; EFAULT when fewer than 16 bytes are given (the kernel's copy of minsz faults). */
 export function decodeIrqInfo(bytes: Uint8Array): VfioIrqInfo {
-  check(bytes.byteLength >= VFIO_IRQ_INFO_BYTES, ErrorCode.EINVAL, () =>
+  check(bytes.byteLength >= VFIO_IRQ_INFO_BYTES, ErrorCode.EFAULT, () =>
     `a vfio_irq_info needs ${VFIO_IRQ_INFO_BYTES} bytes, got ${bytes.byteLength}`,
   );
   const view = viewOf(bytes);
