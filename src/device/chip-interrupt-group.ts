@@ -59,6 +59,7 @@ import {
   type MsiIrqSourceConfig,
 } from './interrupt-source.ts';
 import type { MsiRouteWriter } from './msi-route-writer.ts';
+import type { MessageVectorGroup } from './pci-capability.ts';
 
 /** What a group works with; its manager provides it. */
 export interface GroupContext {
@@ -76,7 +77,7 @@ function isUint32(value: unknown): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_U32;
 }
 
-export class ChipInterruptGroup implements InterruptSourceGroup {
+export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGroup {
   private readonly words: Int32Array;
   private readonly triggerPath: InterruptTrigger;
   private readonly notifiers: (ChipIrqFd | undefined)[] = [];
@@ -264,7 +265,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup {
   }
 
   /** Runs `body`, pushing the route changes its calls make once, at the end (seed-apis.md §6.12). */
-  batchRouteUpdates<T>(body: () => T): T {
+  batch<T>(body: () => T): T {
     return this.context.routes.batch(body);
   }
 

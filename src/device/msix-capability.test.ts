@@ -218,6 +218,21 @@ describe('MSI-X delivery: masks, pending bits, exactly once', () => {
     assert.equal(msix.counters().ignoredAccesses, 1, 'an 8-byte bus write carries only its low half: ignored');
     assert.equal(cpu.readMmio32(bar + 16), config.addressLow);
   });
+
+  test('an aligned 8-byte bus read is a valid QWORD access (its low half arrives); byte and word bus reads are ignored', () => {
+    const { machine, msix } = makeMsixRig(2);
+    const bar = 0xfebf_0000;
+    machine.mmioBus.insert(msix.tableBusDevice(), bar, msix.tableBytes);
+    machine.mmioBus.insert(msix.pbaBusDevice(), bar + 0x800, msix.pbaBytes);
+    const accessor = { vcpuIndex: 0 };
+    machine.mmioBus.write(bar + 16, 4, 0xfee0_1000, accessor);
+    assert.equal(machine.mmioBus.read(bar + 16, 8, accessor), 0xfee0_1000);
+    assert.equal(machine.mmioBus.read(bar + 0x800, 8, accessor), 0);
+    assert.equal(msix.counters().ignoredAccesses, 0);
+    assert.equal(machine.mmioBus.read(bar + 16, 1, accessor), 0xff);
+    assert.equal(machine.mmioBus.read(bar + 0x800, 2, accessor), 0xffff);
+    assert.equal(msix.counters().ignoredAccesses, 2);
+  });
 });
 
 describe('MSI-X routing work: lazy and batched', () => {

@@ -3,8 +3,11 @@
  * the vector table and pending bit array (PBA) behind a BAR (PCI Local Bus 3.0 §6.8.2; PCIe Base
  * §7.7.2, MSI-X Capability and Table Structure).
  *
- * The vectors are an MSI `ChipInterruptGroup` (interrupt-source.ts says why MSI-X is expressed that
- * way); this model is the guest's side of it. Guest writes become group calls:
+ * The vectors are a `MessageVectorGroup` (pci-capability.ts): an emulated device's MSI
+ * `ChipInterruptGroup` (interrupt-source.ts says why MSI-X is expressed that way), or a
+ * passed-through function's `VfioVectorGroup` (the VMM traps the table: vfio-pci does not let the
+ * guest reach the real one, and `VfioPciInterrupts` turns what the group needs into SET_IRQS
+ * calls). This model is the guest's side of it. Guest writes become group calls:
  *
  * - message control: MSI-X Enable (bit 15) 0→1 enables the group with the table's messages, 1→0
  *   disables it; Function Mask (bit 14) masks every vector at once. A vector is masked for delivery
@@ -18,10 +21,11 @@
  * unmasked: a masked vector's interrupt sets its pending bit, and once the vector is unmasked with
  * the bit set the function sends the message and clears the bit (PCI Local Bus 3.0 §6.8.3, MSI
  * and MSI-X operation: per-vector masking and function masking). Every change a guest access
- * makes is one batch: its route updates are pushed once (a Function Mask clear over 32 vectors is
- * one push, §6.12). Vectors the guest never unmasks take no GSI and no route (§6.11). The
- * "retried at its next unmask" below means the next time the guest's writes make the vector
- * deliverable again (a Mask bit 1→0, a Function Mask clear, an MSI-X enable).
+ * makes is one `group.batch`: its route updates are pushed once (a Function Mask clear over 32
+ * vectors is one push, §6.12), and VFIO makes at most the host calls the access needs. Vectors the
+ * guest never unmasks take no GSI and no route (§6.11). The "retried at its next unmask" below
+ * means the next time the guest's writes make the vector deliverable again (a Mask bit 1→0, a
+ * Function Mask clear, an MSI-X enable).
  *
  * Per PCIe §7.7.2 every entry resets masked (Dragonball starts them unmasked, §3.7), MSI-X Enable
  * and Function Mask reset clear. Guest accesses never throw; what the spec leaves undefined or
@@ -30,9 +34,13 @@
  *   other access is dropped (a read returns all ones): `ignoredAccesses`;
  * - reserved bits (address bits 1:0, Vector Control bits 31:1, Message Control bits 13:11) read 0
  *   and are not stored: `reservedBitWrites`;
- * - the PBA is read-only: `readOnlyWrites`;
- * - an unmask that cannot get a GSI (device or VM budget spent) leaves the vector masked for
- *   delivery, its interrupts held in the PBA, and is retried at its next unmask: `gsiExhausted`.
+ * - the PBA is read-only: `readOnlyWrites`; the capability ID, next pointer, table size and the
+ *   Table/PBA location registers are read-only too, and writes to them are ignored, as hardware
+ *   ignores them;
+ * - an unmask the group refuses for want of a GSI (device or VM budget spent) leaves the vector
+ *   masked for delivery, its interrupts held in the PBA, and is retried at its next unmask:
+ *   `gsiExhausted`. (A `VfioVectorGroup` holds such a vector back itself and never refuses:
+ *   `VfioPciInterrupts` counts it.)
  *
  * The capability is used where its group is: on the chip owner's thread (guest accesses to the
  * BAR and to configuration space are forwarded there).
@@ -40,8 +48,17 @@
 
 import { ErrorCode, check, checkRange } from '../base/errors.ts';
 import type { BusDevice } from '../chip/bus.ts';
-import { isOutOfGsis, msiConfig, type ChipInterruptGroup } from './chip-interrupt-group.ts';
+import { isOutOfGsis, msiConfig } from './chip-interrupt-group.ts';
 import { InterruptSourceType, type MsiIrqSourceConfig } from './interrupt-source.ts';
+import {
+  GUEST_ACCESS_COUNTER_NAMES,
+  capabilityHeader,
+  messageControlOf,
+  nextCapabilityPointer,
+  pendingBits,
+  type MessageVectorGroup,
+} from './pci-capability.ts';
+import { DWORD_BYTES, QWORD_BYTES, allOnes, isConfigAccess, isNaturalAccess, loadLe32, readLanes, storeLe32, writeLanes } from './register-lanes.ts';
 
 /** PCI capability ID of MSI-X. */
 export const MSIX_CAPABILITY_ID = 0x11;
@@ -68,12 +85,15 @@ export const VECTOR_CONTROL_MASK = 1;
 /** The offset field is bits 31:3 of a 32-bit register. */
 const MAX_STRUCTURE_OFFSET = 0xfffffff8;
 const MAX_BIR = 5;
-const DWORD_BYTES = 4;
-const QWORD_BYTES = 8;
+/** Configuration-space DWORDs: the header (ID, next pointer, Message Control), then Table and PBA Offset/BIR. */
+const HEADER_REGISTER = 0;
+/** Table and PBA accesses: aligned DWORDs or QWORDs (PCIe §7.7.2). */
+const MSIX_ACCESS_SIZES = [DWORD_BYTES, QWORD_BYTES] as const;
 const VECTORS_PER_PBA_DWORD = 32;
-const ALL_ONES = 0xff;
+const VECTORS_PER_PBA_QWORD = 64;
+const ALL_ONES_BYTE = 0xff;
 
-export const MSIX_COUNTER_NAMES = ['ignoredAccesses', 'reservedBitWrites', 'readOnlyWrites', 'gsiExhausted'] as const;
+export const MSIX_COUNTER_NAMES = [...GUEST_ACCESS_COUNTER_NAMES, 'gsiExhausted'] as const;
 export type MsixCounterName = (typeof MSIX_COUNTER_NAMES)[number];
 
 /** Where a structure lives: BAR `bar` (0–5), at `offset` bytes (a multiple of 8). */
@@ -83,8 +103,11 @@ export interface MsixStructureLocation {
 }
 
 export interface MsixCapabilityOptions {
-  /** A disabled MSI group with one source per table entry (1..2048). */
-  readonly group: ChipInterruptGroup;
+  /**
+   * A disabled MSI group with one vector per table entry (1..2048): an `InterruptManager`'s
+   * `ChipInterruptGroup`, or `VfioPciInterrupts.msix`.
+   */
+  readonly group: MessageVectorGroup;
   readonly table: MsixStructureLocation;
   readonly pba: MsixStructureLocation;
   /** Configuration-space offset of the next capability (0: this is the last). */
@@ -105,28 +128,25 @@ export class MsixCapability {
   readonly tableBytes: number;
   /** Bytes of the PBA: one bit per vector, in whole QWORDs. */
   readonly pbaBytes: number;
-  private readonly group: ChipInterruptGroup;
+  private readonly group: MessageVectorGroup;
   private readonly words: Int32Array;
-  private readonly registers: readonly [header: number, tableLocation: number, pbaLocation: number];
-  /** The bus adapters' data buffer, so bus accesses do not allocate. */
-  private readonly scratch = new Uint8Array(QWORD_BYTES);
+  private readonly nextCapability: number;
+  private readonly locations: readonly [table: number, pba: number];
+  /** The bus adapters' data buffers (a QWORD, and a view of its low DWORD), so bus accesses do not allocate. */
+  private readonly qwordScratch = new Uint8Array(QWORD_BYTES);
+  private readonly dwordScratch = this.qwordScratch.subarray(0, DWORD_BYTES);
 
   constructor(options: MsixCapabilityOptions) {
     const { group, table, pba } = options;
     check(group.interruptType() === InterruptSourceType.Msi, ErrorCode.EINVAL, 'MSI-X vectors are an MSI group');
-    check(!group.enabled && !group.destroyed, ErrorCode.EINVAL, 'the MSI-X group must be new: disabled, not destroyed');
+    check(!group.enabled && group.destroyed !== true, ErrorCode.EINVAL, 'the MSI-X group must be new: disabled, not destroyed');
     checkRange(group.len(), 1, MSIX_MAX_VECTORS, 'MSI-X vector count');
-    const nextCapability = options.nextCapability ?? 0;
-    checkRange(nextCapability, 0, 0xff, 'next capability pointer');
+    this.nextCapability = nextCapabilityPointer(options.nextCapability);
     this.group = group;
     this.vectorCount = group.len();
     this.tableBytes = this.vectorCount * MSIX_TABLE_ENTRY_BYTES;
-    this.pbaBytes = Math.ceil(this.vectorCount / 64) * QWORD_BYTES;
-    this.registers = [
-      (MSIX_CAPABILITY_ID | (nextCapability << 8)) >>> 0,
-      locationRegister(table, 'table'),
-      locationRegister(pba, 'PBA'),
-    ];
+    this.pbaBytes = Math.ceil(this.vectorCount / VECTORS_PER_PBA_QWORD) * QWORD_BYTES;
+    this.locations = [locationRegister(table, 'table'), locationRegister(pba, 'PBA')];
     this.words = new Int32Array(TABLE + this.vectorCount * DWORDS_PER_ENTRY);
     for (let vector = 0; vector < this.vectorCount; vector++) this.words[entryWord(vector, MsixEntryField.VectorControl)] = VECTOR_CONTROL_MASK;
   }
@@ -140,23 +160,20 @@ export class MsixCapability {
 
   /** A guest read of `size` bytes at `offset` into the capability structure. */
   readConfig(offset: number, size: number): number {
-    if (!isNaturalAccess(offset, size, [1, 2, 4], MSIX_CAPABILITY_BYTES)) return this.ignoredRead(size);
-    const register = offset < DWORD_BYTES ? this.headerRegister() : (this.registers[offset >> 2] ?? 0);
-    return laneOf(register, offset, size);
+    if (!isConfigAccess(offset, size, MSIX_CAPABILITY_BYTES)) return this.ignoredRead(size);
+    return readLanes(this.configRegister(offset >> 2), offset, size);
   }
 
   /** A guest write: only Message Control's Enable and Function Mask bits are writable. */
   writeConfig(offset: number, size: number, value: number): void {
-    if (!isNaturalAccess(offset, size, [1, 2, 4], MSIX_CAPABILITY_BYTES)) {
+    if (!isConfigAccess(offset, size, MSIX_CAPABILITY_BYTES)) {
       this.count('ignoredAccesses');
       return;
     }
-    if (offset >= DWORD_BYTES) return; // Table and PBA location registers are read-only.
-    const lanes = laneMask(offset, size);
-    const shifted = (value << ((offset & 3) * 8)) & lanes;
-    if (((shifted >>> 16) & MESSAGE_CONTROL_RESERVED) !== 0) this.count('reservedBitWrites');
-    if ((lanes >>> 16) === 0) return; // Capability ID and next pointer are read-only.
-    const written = ((this.headerRegister() & ~lanes) | shifted) >>> 16;
+    if (offset >> 2 !== HEADER_REGISTER) return; // Table and PBA location registers are read-only.
+    // Only the bits this access wrote can be reserved-bit writes; the other lanes keep their value.
+    if ((messageControlOf(writeLanes(0, offset, size, value)) & MESSAGE_CONTROL_RESERVED) !== 0) this.count('reservedBitWrites');
+    const written = messageControlOf(writeLanes(this.configRegister(HEADER_REGISTER), offset, size, value));
     this.setMessageControl(written & MESSAGE_CONTROL_WRITABLE);
   }
 
@@ -180,7 +197,7 @@ export class MsixCapability {
       this.count('ignoredAccesses');
       return;
     }
-    this.group.batchRouteUpdates(() => {
+    this.group.batch(() => {
       for (let lane = 0; lane < data.length; lane += DWORD_BYTES) this.writeTableDword((offset + lane) >> 2, loadLe32(data, lane));
     });
   }
@@ -191,7 +208,9 @@ export class MsixCapability {
       this.ignoredRead(data.length, data);
       return;
     }
-    for (let lane = 0; lane < data.length; lane += DWORD_BYTES) storeLe32(data, lane, this.pendingBits(((offset + lane) >> 2) * VECTORS_PER_PBA_DWORD));
+    for (let lane = 0; lane < data.length; lane += DWORD_BYTES) {
+      storeLe32(data, lane, pendingBits(this.group, ((offset + lane) >> 2) * VECTORS_PER_PBA_DWORD, VECTORS_PER_PBA_DWORD));
+    }
   }
 
   /** Pending bits are read-only (PCIe §7.7.2, Pending Bits for MSI-X PBA Entries): writes change nothing. */
@@ -223,8 +242,9 @@ export class MsixCapability {
 
   // ---- Internals ------------------------------------------------------------------------------
 
-  private headerRegister(): number {
-    return ((this.registers[0] | (this.messageControl() << 16)) >>> 0);
+  private configRegister(register: number): number {
+    if (register === HEADER_REGISTER) return capabilityHeader(MSIX_CAPABILITY_ID, this.nextCapability, this.messageControl());
+    return this.locations[register - 1] ?? 0;
   }
 
   private get enabled(): boolean {
@@ -244,7 +264,7 @@ export class MsixCapability {
     if (next === previous) return;
     this.words[MESSAGE_CONTROL] = next;
     const changed = previous ^ next;
-    this.group.batchRouteUpdates(() => {
+    this.group.batch(() => {
       if ((changed & MSIX_ENABLE) !== 0) {
         if (this.enabled) this.enableGroup();
         else this.group.disable();
@@ -314,35 +334,30 @@ export class MsixCapability {
     return msiConfig(word(MsixEntryField.AddressLow), word(MsixEntryField.AddressHigh), word(MsixEntryField.Data));
   }
 
-  /** The PBA DWORD whose bit 0 is vector `first`. */
-  private pendingBits(first: number): number {
-    let bits = 0;
-    const last = Math.min(first + VECTORS_PER_PBA_DWORD, this.vectorCount);
-    for (let vector = first; vector < last; vector++) if (this.group.getPendingState(vector)) bits |= 1 << (vector - first);
-    return bits >>> 0;
-  }
-
   private ignoredRead(size: number, data?: Uint8Array): number {
     this.count('ignoredAccesses');
-    data?.fill(ALL_ONES);
-    return size >= DWORD_BYTES ? 0xffffffff : (1 << (size * 8)) - 1;
+    data?.fill(ALL_ONES_BYTE);
+    return allOnes(size);
   }
 
   private busDevice(busName: string, read: (offset: number, data: Uint8Array) => void, write: (offset: number, data: Uint8Array) => void): BusDevice {
     return {
       busName,
       read: (offset, size) => {
-        this.scratch.fill(0);
-        read(offset, this.scratch.subarray(0, size));
-        return laneOf(loadLe32(this.scratch, 0), 0, Math.min(size, DWORD_BYTES));
+        // Only DWORDs and QWORDs can be valid (PCIe §7.7.2); a QWORD read carries its low half.
+        const data = size === QWORD_BYTES ? this.qwordScratch : size === DWORD_BYTES ? this.dwordScratch : undefined;
+        if (data === undefined) return this.ignoredRead(size);
+        read(offset, data);
+        return loadLe32(data, 0);
       },
       write: (offset, size, value) => {
-        if (size === QWORD_BYTES) {
+        // Byte and word writes are not allowed; an 8-byte write lost its high half on the bus.
+        if (size !== DWORD_BYTES) {
           this.count('ignoredAccesses');
           return;
         }
-        storeLe32(this.scratch, 0, value);
-        write(offset, this.scratch.subarray(0, size));
+        storeLe32(this.dwordScratch, 0, value);
+        write(offset, this.dwordScratch);
       },
     };
   }
@@ -364,33 +379,7 @@ function locationRegister(location: MsixStructureLocation, what: string): number
   return (location.offset | location.bar) >>> 0;
 }
 
-/** An access of `size` bytes, naturally aligned, inside a structure of `bytes`, of an allowed size. */
-function isNaturalAccess(offset: number, size: number, sizes: readonly number[], bytes: number): boolean {
-  return sizes.includes(size) && Number.isInteger(offset) && offset >= 0 && offset % size === 0 && offset + size <= bytes;
-}
-
 /** Table and PBA: aligned DWORDs or aligned QWORDs only (PCIe §7.7.2; PCI 3.0 §6.8.2). */
 function isMsixAccess(offset: number, size: number, bytes: number): boolean {
-  return isNaturalAccess(offset, size, [DWORD_BYTES, QWORD_BYTES], bytes);
-}
-
-/** The byte lanes an access of `size` at `offset` covers within its DWORD. */
-function laneMask(offset: number, size: number): number {
-  const bits = size >= DWORD_BYTES ? 0xffffffff : (1 << (size * 8)) - 1;
-  return (bits << ((offset & 3) * 8)) >>> 0;
-}
-
-function laneOf(register: number, offset: number, size: number): number {
-  return ((register & laneMask(offset, size)) >>> ((offset & 3) * 8)) >>> 0;
-}
-
-function loadLe32(data: Uint8Array, at: number): number {
-  return ((data[at] ?? 0) | ((data[at + 1] ?? 0) << 8) | ((data[at + 2] ?? 0) << 16) | ((data[at + 3] ?? 0) << 24)) >>> 0;
-}
-
-function storeLe32(data: Uint8Array, at: number, value: number): void {
-  data[at] = value & 0xff;
-  data[at + 1] = (value >>> 8) & 0xff;
-  data[at + 2] = (value >>> 16) & 0xff;
-  data[at + 3] = (value >>> 24) & 0xff;
+  return isNaturalAccess(offset, size, MSIX_ACCESS_SIZES, bytes);
 }

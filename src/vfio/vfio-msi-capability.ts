@@ -22,11 +22,11 @@
  * read-only fields are ignored.
  */
 
-import { check, checkRange, ErrorCode } from '../base/errors.ts';
+import { check, ErrorCode } from '../base/errors.ts';
 import { msiConfig } from '../device/chip-interrupt-group.ts';
 import type { MsiIrqSourceConfig } from '../device/interrupt-source.ts';
-import { allOnes, DWORD_BYTES, isNaturalAccess, readLanes, writeLanes } from './register-lanes.ts';
-import type { VfioCapabilityCounterName } from './vfio-msix-capability.ts';
+import { capabilityHeader, messageControlOf, nextCapabilityPointer, pendingBits, type GuestAccessCounterName } from '../device/pci-capability.ts';
+import { allOnes, isConfigAccess, readLanes, writeLanes } from '../device/register-lanes.ts';
 import type { VfioVectorGroup } from './vfio-vector-group.ts';
 
 export const MSI_CAPABILITY_ID = 0x05;
@@ -41,7 +41,6 @@ const MME_FIELD = 0x7 << MME_SHIFT;
 const ADDRESS_64_CAPABLE = 1 << 7;
 const PER_VECTOR_MASK_CAPABLE = 1 << 8;
 const MESSAGE_CONTROL_RESERVED = 0xfe00;
-const MESSAGE_CONTROL_SHIFT = 16;
 const ADDRESS_LOW_RESERVED = 0x3;
 const DATA_RESERVED = 0xffff0000;
 
@@ -68,15 +67,14 @@ export class VfioMsiCapability {
   private addressHigh = 0;
   private data = 0;
   private maskBits = 0;
-  private readonly counts = { ignoredAccesses: 0, reservedBitWrites: 0, readOnlyWrites: 0 };
+  private readonly counts: Record<GuestAccessCounterName, number> = { ignoredAccesses: 0, reservedBitWrites: 0, readOnlyWrites: 0 };
 
   constructor(options: VfioMsiCapabilityOptions) {
     this.vectors = options.vectors;
     check(!this.vectors.enabled, ErrorCode.EINVAL, 'the MSI vectors must start disabled');
     this.capableLog2 = Math.log2(this.vectors.len());
     check(Number.isInteger(this.capableLog2) && this.capableLog2 <= MAX_VECTOR_COUNT_LOG2, ErrorCode.EINVAL, 'MSI offers 1, 2, 4, 8, 16 or 32 vectors');
-    this.nextCapability = options.nextCapability ?? 0;
-    checkRange(this.nextCapability, 0, 0xff, 'next capability pointer');
+    this.nextCapability = nextCapabilityPointer(options.nextCapability);
   }
 
   /** Message Control as the guest reads it. */
@@ -90,7 +88,7 @@ export class VfioMsiCapability {
   }
 
   readConfig(offset: number, size: number): number {
-    if (!isNaturalAccess(offset, size, [1, 2, DWORD_BYTES], MSI_CAPABILITY_BYTES)) {
+    if (!isConfigAccess(offset, size, MSI_CAPABILITY_BYTES)) {
       this.counts.ignoredAccesses++;
       return allOnes(size);
     }
@@ -98,7 +96,7 @@ export class VfioMsiCapability {
   }
 
   writeConfig(offset: number, size: number, value: number): void {
-    if (!isNaturalAccess(offset, size, [1, 2, DWORD_BYTES], MSI_CAPABILITY_BYTES)) {
+    if (!isConfigAccess(offset, size, MSI_CAPABILITY_BYTES)) {
       this.counts.ignoredAccesses++;
       return;
     }
@@ -110,7 +108,7 @@ export class VfioMsiCapability {
     });
   }
 
-  counters(): Readonly<Record<VfioCapabilityCounterName, number>> {
+  counters(): Readonly<Record<GuestAccessCounterName, number>> {
     return { ...this.counts };
   }
 
@@ -119,7 +117,7 @@ export class VfioMsiCapability {
   private register(register: number): number {
     switch (register) {
       case Register.Header:
-        return (MSI_CAPABILITY_ID | (this.nextCapability << 8) | (this.messageControl() << MESSAGE_CONTROL_SHIFT)) >>> 0;
+        return capabilityHeader(MSI_CAPABILITY_ID, this.nextCapability, this.messageControl());
       case Register.Address:
         return this.addressLow;
       case Register.UpperAddress:
@@ -129,14 +127,14 @@ export class VfioMsiCapability {
       case Register.MaskBits:
         return this.maskBits;
       default:
-        return this.pendingBits();
+        return pendingBits(this.vectors, 0, this.vectors.len());
     }
   }
 
   private writeRegister(register: number, value: number, touched: number): void {
     switch (register) {
       case Register.Header:
-        this.writeMessageControl(value >>> MESSAGE_CONTROL_SHIFT, touched >>> MESSAGE_CONTROL_SHIFT);
+        this.writeMessageControl(messageControlOf(value), messageControlOf(touched));
         return;
       case Register.Address:
         this.setMessage(this.stored(value, touched, ADDRESS_LOW_RESERVED), this.addressHigh, this.data);
@@ -221,11 +219,5 @@ export class VfioMsiCapability {
 
   private allVectorBits(): number {
     return this.vectors.len() >= 32 ? 0xffffffff : (1 << this.vectors.len()) - 1;
-  }
-
-  private pendingBits(): number {
-    let bits = 0;
-    for (let vector = 0; vector < this.vectors.len(); vector++) if (this.vectors.getPendingState(vector)) bits |= 1 << vector;
-    return bits >>> 0;
   }
 }

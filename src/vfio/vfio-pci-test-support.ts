@@ -7,12 +7,11 @@ import { IrqChipError } from '../base/errors.ts';
 import { makeMachine, programIoapicPin, vcpuOf, type TestMachine } from '../chip/chip-test-support.ts';
 import type { SimInterruptHandler } from '../chip/sim-vcpu.ts';
 import { msiTo, serviceSignalledEvents } from '../device/device-test-support.ts';
-import { MSIX_ENABLE, MSIX_FUNCTION_MASK, MSIX_TABLE_ENTRY_BYTES, MsixEntryField } from '../device/msix-capability.ts';
+import { MSIX_ENABLE, MSIX_FUNCTION_MASK, MSIX_TABLE_ENTRY_BYTES, MsixCapability, MsixEntryField } from '../device/msix-capability.ts';
 import type { Event } from '../event/event.ts';
 import { VfioIrqs, type VfioIrqsConfig } from './vfio-irqs.ts';
 import type { VfioIrqDevice } from './vfio-irq-device.ts';
 import { VfioMsiCapability } from './vfio-msi-capability.ts';
-import { VfioMsixCapability } from './vfio-msix-capability.ts';
 import { VfioPciInterrupts } from './vfio-pci-interrupts.ts';
 import {
   decodeIrqSet,
@@ -107,7 +106,7 @@ export interface PassthroughRig {
   readonly kernel: VfioIrqs;
   readonly device: RecordingDevice;
   readonly vfio: VfioPciInterrupts;
-  readonly msix: VfioMsixCapability;
+  readonly msix: MsixCapability;
   readonly msi: VfioMsiCapability;
   readonly guest: MsixDriver;
 }
@@ -133,7 +132,7 @@ export function makePassthroughRig(options: PassthroughOptions = {}): Passthroug
   const msixVectors = vfio.msix;
   const msiVectors = vfio.msi;
   if (msixVectors === undefined || msiVectors === undefined) throw new Error('the rig needs MSI and MSI-X');
-  const msix = new VfioMsixCapability({ vectors: msixVectors, table: { bar: 0, offset: 0 }, pba: { bar: 0, offset: MSIX_PBA_OFFSET } });
+  const msix = new MsixCapability({ group: msixVectors, table: { bar: 0, offset: 0 }, pba: { bar: 0, offset: MSIX_PBA_OFFSET } });
   const msi = new VfioMsiCapability({ vectors: msiVectors });
   machine.mmioBus.insert(msix.tableBusDevice(), MSIX_BAR_BASE, msix.tableBytes);
   machine.mmioBus.insert(msix.pbaBusDevice(), MSIX_BAR_BASE + MSIX_PBA_OFFSET, msix.pbaBytes);
@@ -178,7 +177,7 @@ export function deliverAll(rig: PassthroughRig): number[] {
 export class MsixDriver {
   constructor(
     private readonly machine: TestMachine,
-    private readonly msix: VfioMsixCapability,
+    private readonly msix: MsixCapability,
   ) {}
 
   writeEntry(vector: number, field: number, value: number): void {

@@ -1,9 +1,10 @@
 /**
  * `VfioVectorGroup`: the MSI or the MSI-X vectors of a passed-through function, as the VMM keeps
  * them. It takes the guest's view of each vector (its message, and whether it is masked for
- * delivery) from a capability model (`VfioMsixCapability`, `VfioMsiCapability`), with the same
- * operations as the device layer's `InterruptSourceGroup` (enable, disable, update, mask, unmask,
- * getPendingState), and keeps what the VMM needs to deliver: one `IrqFdRoute` per vector in use.
+ * delivery) from a capability model (the device layer's `MsixCapability`, `VfioMsiCapability`)
+ * through the `MessageVectorGroup` operations a `ChipInterruptGroup` has too (enable, disable,
+ * update, mask, unmask, getPendingState, batch), and keeps what the VMM needs to deliver: one
+ * `IrqFdRoute` per vector in use.
  * `VfioPciInterrupts` owns the groups and turns what they need into SET_IRQS calls.
  *
  * A vector is *in use* from the first time it is deliverable (the index enabled by the guest, the
@@ -28,8 +29,9 @@
 
 import { check, checkRange, ErrorCode } from '../base/errors.ts';
 import { isOutOfGsis } from '../device/chip-interrupt-group.ts';
-import type { MsiIrqSourceConfig } from '../device/interrupt-source.ts';
+import { InterruptSourceType, type MsiIrqSourceConfig } from '../device/interrupt-source.ts';
 import type { IrqFdRoute } from '../device/irqfd-route.ts';
+import type { MessageVectorGroup } from '../device/pci-capability.ts';
 import type { Event } from '../event/event.ts';
 import { VFIO_EVENTFD_NONE } from './vfio-uapi.ts';
 
@@ -59,7 +61,7 @@ function checkConfig(config: MsiIrqSourceConfig): void {
   );
 }
 
-export class VfioVectorGroup {
+export class VfioVectorGroup implements MessageVectorGroup {
   private enabledFlag = false;
   private readonly configs: MsiIrqSourceConfig[];
   /** Deliverable as the guest wants it: unmasked for delivery (own mask, function mask and enable folded in). */
@@ -95,6 +97,11 @@ export class VfioVectorGroup {
   }
 
   // ---- The guest's view, from a capability model ----------------------------------------------
+
+  /** Message vectors, as a capability model checks (MSI and MSI-X alike). */
+  interruptType(): InterruptSourceType {
+    return InterruptSourceType.Msi;
+  }
 
   len(): number {
     return this.configs.length;
@@ -159,6 +166,7 @@ export class VfioVectorGroup {
   /**
    * The vector is unmasked for delivery. While the index is enabled it goes live: its route is
    * unmasked (what it held is injected once), or, at its first use, made and bound on the host.
+   * One that finds no GSI is held back here (counted by the host) rather than refused with ENOSPC.
    */
   unmask(vector: number): void {
     this.checkVector(vector);

@@ -1,21 +1,28 @@
 /**
- * Byte lanes of guest register accesses, for the capability models of this folder: a guest reads
- * or writes 1, 2 or 4 bytes of a DWORD register (configuration space, PCI Local Bus 3.0 §6.1), or
- * whole DWORDs and QWORDs of an MSI-X table (§6.8.2). Little-endian, as PCI is.
+ * Byte lanes of guest register accesses, for the PCI capability models (`MsixCapability`,
+ * `VfioMsiCapability`): a guest reads or writes 1, 2 or 4 bytes of a DWORD register
+ * (configuration space, PCI Local Bus 3.0 §6.1), or whole DWORDs and QWORDs of an MSI-X table
+ * (§6.8.2). Little-endian, as PCI is.
  */
 
 export const DWORD_BYTES = 4;
 export const QWORD_BYTES = 8;
 const BITS_PER_BYTE = 8;
 const ALL_ONES_32 = 0xffffffff;
+const CONFIG_ACCESS_SIZES = [1, 2, DWORD_BYTES] as const;
 
 /** An access of `size` bytes at `offset`: one of `sizes`, naturally aligned, inside `bytes`. */
 export function isNaturalAccess(offset: number, size: number, sizes: readonly number[], bytes: number): boolean {
   return sizes.includes(size) && Number.isInteger(offset) && offset >= 0 && offset % size === 0 && offset + size <= bytes;
 }
 
+/** A configuration-space access: 1, 2 or 4 bytes, naturally aligned, inside a structure of `bytes` (PCI 3.0 §6.1). */
+export function isConfigAccess(offset: number, size: number, bytes: number): boolean {
+  return isNaturalAccess(offset, size, CONFIG_ACCESS_SIZES, bytes);
+}
+
 /** The bits of its DWORD an access of `size` (1, 2 or 4) at `offset` covers. */
-export function laneMask(offset: number, size: number): number {
+function laneMask(offset: number, size: number): number {
   const bits = size >= DWORD_BYTES ? ALL_ONES_32 : (1 << (size * BITS_PER_BYTE)) - 1;
   return (bits << ((offset & 3) * BITS_PER_BYTE)) >>> 0;
 }
