@@ -146,6 +146,7 @@ export { ChipInterruptGroup } from './device/chip-interrupt-group.ts';
 export { InterruptTrigger, type InterruptTriggerDescriptor } from './device/interrupt-trigger.ts';
 export { DEFAULT_DEVICE_GSI_BUDGET, DeviceGsiBudget, type GsiSource } from './device/gsi-budget.ts';
 export type { DeviceInterruptChip } from './device/device-chip.ts';
+export { GUEST_ACCESS_COUNTER_NAMES, type GuestAccessCounterName, type MessageVectorGroup } from './device/pci-capability.ts';
 export { IrqFdRouteFactory, type IrqFdRoute, type IrqFdRouteFactoryOptions } from './device/irqfd-route.ts';
 export {
   MSIX_CAPABILITY_BYTES,
@@ -165,3 +166,13 @@ export {
 export * from './vfio/vfio-uapi.ts';
 export { VfioFdTable } from './vfio/vfio-fd-table.ts';
 export { VfioIrqs, VfioVectorShortageError, type VfioIrqsConfig, type VfioIrqsState } from './vfio/vfio-irqs.ts';
+export { irqInfoOf, type VfioIrqDevice } from './vfio/vfio-irq-device.ts';
+export {
+  VFIO_PCI_COUNTER_NAMES,
+  VfioPciInterrupts,
+  type VfioInterruptChip,
+  type VfioPciCounterName,
+  type VfioPciInterruptsOptions,
+} from './vfio/vfio-pci-interrupts.ts';
+export { MSI_CAPABILITY_BYTES, MSI_CAPABILITY_ID, MSI_ENABLE, VfioMsiCapability, type VfioMsiCapabilityOptions } from './vfio/vfio-msi-capability.ts';
+export { VfioVectorGroup, type VectorGroupHost } from './vfio/vfio-vector-group.ts';

@@ -6,7 +6,7 @@ test('the public entry point exports the foundation and controller names', () =>
   const names = ['IrqChipError', 'ErrorCode', 'Event', 'MemoryEvent', 'IrqEdgeEvent', 'IrqLevelEvent', 'VirtualClock', 'HostClock'];
   names.push('PicPair', 'Ioapic', 'LocalApic', 'ApicBus', 'decodeMsi', 'encodeMsi', 'interruptMessage', 'GsiRoutingTable', 'Bus');
   names.push('UserspaceIrqChip', 'SimVcpu', 'IrqAllocator', 'SharedRoutingTable');
-  names.push('InterruptManager', 'IrqFdRouteFactory', 'MsixCapability', 'VfioIrqs', 'encodeIrqSet', 'VFIO_DEVICE_SET_IRQS');
+  names.push('InterruptManager', 'IrqFdRouteFactory', 'MsixCapability', 'VfioIrqs', 'encodeIrqSet', 'VFIO_DEVICE_SET_IRQS', 'VfioPciInterrupts');
   for (const name of names) {
     assert.ok(name in irqchip, `${name} is exported`);
   }
