@@ -1,0 +1,17 @@
+/**
+ * `irqchip/kvm`: the KVM backend. Importing it loads the native addon and registers the OS
+ * backing of `Event` ('eventfd'), so `Event.fromDescriptor` rebuilds eventfd descriptors on this
+ * thread. The package's main entry never imports this module: the userspace parts need no native
+ * code.
+ */
+
+export { addon, type IrqchipAddon, type NativePoller } from './addon.ts';
+export { KVM_API_VERSION, KvmCap, KvmExit, KvmIoctl } from './kvm-abi.ts';
+export { KvmKernelIrqChip, type KvmKernelIrqChipDescriptor, type KvmKernelIrqChipOptions } from './kvm-kernel-irq-chip.ts';
+export { KvmRegs, KvmSregs, type KvmSegment } from './kvm-registers.ts';
+export { KvmVcpu } from './kvm-vcpu.ts';
+export { KVM_DEVICE_PATH, KvmVm, type KvmVmDescriptor, type KvmVmOptions } from './kvm-vm.ts';
+export { KICK_SIGNAL, KvmError } from './linux.ts';
+export { OsEvent, type OsEventDescriptor } from './os-event.ts';
+export { VcpuThread, attachVcpuThread, type VcpuThreadOptions } from './vcpu-thread.ts';
+export { kvmUnavailableReason } from './availability.ts';

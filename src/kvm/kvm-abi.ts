@@ -1,0 +1,153 @@
+/**
+ * KVM's binary interface on x86-64: ioctl numbers, capabilities, exit reasons and struct layouts
+ * (shared/spec/kvm-from-node.md §1; linux/kvm.h). The numbers are the C header's: in C++ the
+ * header gives wrong ones for structs with flexible arrays (KVM_SET_GSI_ROUTING among them), so
+ * they are written out here rather than taken from a compiler.
+ */
+
+/** KVM_GET_API_VERSION's answer for the stable API. */
+export const KVM_API_VERSION = 12;
+
+/** ioctl request numbers. */
+export const KvmIoctl = {
+  // On /dev/kvm
+  GET_API_VERSION: 0xae00,
+  CREATE_VM: 0xae01,
+  CHECK_EXTENSION: 0xae03,
+  GET_VCPU_MMAP_SIZE: 0xae04,
+  // On a VM
+  CREATE_VCPU: 0xae41,
+  SET_USER_MEMORY_REGION: 0x4020ae46,
+  SET_TSS_ADDR: 0xae47,
+  CREATE_IRQCHIP: 0xae60,
+  IRQ_LINE_STATUS: 0xc008ae67,
+  SET_GSI_ROUTING: 0x4008ae6a,
+  IRQFD: 0x4020ae76,
+  CREATE_PIT2: 0x4040ae77,
+  // On a vCPU
+  RUN: 0xae80,
+  GET_REGS: 0x8090ae81,
+  SET_REGS: 0x4090ae82,
+  GET_SREGS: 0x8138ae83,
+  SET_SREGS: 0x4138ae84,
+  INTERRUPT: 0x4004ae86,
+  GET_MP_STATE: 0x8004ae98,
+  SET_MP_STATE: 0x4004ae99,
+  NMI: 0xae9a,
+} as const;
+
+/** KVM_CHECK_EXTENSION capability numbers. */
+export const KvmCap = {
+  IRQCHIP: 0,
+  IRQ_INJECT_STATUS: 26,
+  IRQFD: 32,
+  PIT2: 33,
+  MAX_VCPUS: 66,
+  TSC_DEADLINE_TIMER: 72,
+  IRQFD_RESAMPLE: 82,
+  IMMEDIATE_EXIT: 136,
+} as const;
+
+/** kvm_run.exit_reason values (x86), the vocabulary of a run loop and of its reports. */
+export const KvmExit = {
+  UNKNOWN: 0,
+  EXCEPTION: 1,
+  IO: 2,
+  HLT: 5,
+  MMIO: 6,
+  IRQ_WINDOW_OPEN: 7,
+  SHUTDOWN: 8,
+  FAIL_ENTRY: 9,
+  /** Also what `KvmVcpu.run()` returns when KVM_RUN was interrupted (-EINTR: a kick). */
+  INTR: 10,
+  INTERNAL_ERROR: 17,
+  SYSTEM_EVENT: 24,
+  IOAPIC_EOI: 26,
+} as const;
+
+/** kvm_run.io.direction. */
+export const KVM_EXIT_IO_OUT = 1;
+
+/** kvm_mp_state values, in the order of `MPState` (KVM_MP_STATE_RUNNABLE = 0 ... STOPPED = 5). */
+export const KVM_MP_STATES = ['runnable', 'uninitialized', 'init-received', 'halted', 'sipi-received', 'stopped'] as const;
+
+/** kvm_irqfd.flags. */
+export const KVM_IRQFD_FLAG_DEASSIGN = 1;
+export const KVM_IRQFD_FLAG_RESAMPLE = 2;
+
+/** kvm_irq_routing_entry.type. */
+export const KVM_IRQ_ROUTING_IRQCHIP = 1;
+export const KVM_IRQ_ROUTING_MSI = 2;
+/** KVM_MAX_IRQ_ROUTES: entries in one KVM_SET_GSI_ROUTING, and one past the largest GSI. */
+export const KVM_MAX_IRQ_ROUTES = 4096;
+
+/** kvm_pit_config.flags: port 0x61 (the speaker) is emulated in the kernel too. */
+export const KVM_PIT_SPEAKER_DUMMY = 1;
+
+/** The in-kernel IOAPIC's pin count (KVM_IOAPIC_NUM_PINS). */
+export const KVM_IOAPIC_NUM_PINS = 24;
+
+// ---------------------------------------------------------------------------------------------
+// Struct layouts: sizes and byte offsets.
+// ---------------------------------------------------------------------------------------------
+
+/** struct kvm_run: the fields read or written here. The exit union starts at 32. */
+export const KvmRunLayout = {
+  REQUEST_INTERRUPT_WINDOW: 0, // u8
+  IMMEDIATE_EXIT: 1, // u8
+  EXIT_REASON: 8, // u32
+  READY_FOR_INTERRUPT_INJECTION: 12, // u8
+  IF_FLAG: 13, // u8
+  IO_DIRECTION: 32, // u8, 1 = out
+  IO_SIZE: 33, // u8: 1, 2 or 4
+  IO_PORT: 34, // u16
+  IO_DATA_OFFSET: 40, // u64: the data is at run + data_offset
+} as const;
+
+/** struct kvm_userspace_memory_region (32 bytes). */
+export const KVM_USERSPACE_MEMORY_REGION_BYTES = 32;
+
+/** struct kvm_regs: 18 u64 in this order (144 bytes). */
+export const KVM_REGS = ['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags'] as const;
+export type KvmRegName = (typeof KVM_REGS)[number];
+
+/** struct kvm_sregs (312 bytes): eight kvm_segment (24 bytes each), two kvm_dtable, control registers. */
+export const KVM_SREGS_BYTES = 312;
+export const KVM_SEGMENTS = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
+export type KvmSegmentName = (typeof KVM_SEGMENTS)[number];
+export const KVM_SEGMENT_BYTES = 24;
+export const KvmSregsLayout = {
+  GDT: 192, // kvm_dtable: base u64, limit u16
+  IDT: 208,
+  CR0: 224,
+  CR2: 232,
+  CR3: 240,
+  CR4: 248,
+  CR8: 256,
+  EFER: 264,
+  APIC_BASE: 272,
+} as const;
+export type KvmControlRegName = 'cr0' | 'cr2' | 'cr3' | 'cr4' | 'cr8' | 'efer' | 'apicBase';
+
+/**
+ * struct kvm_segment: base u64 @0, limit u32 @8, selector u16 @12, then one u8 each from @14:
+ * type, present, dpl, db, s, l, g, avl, unusable.
+ */
+export const KvmSegmentLayout = {
+  BASE: 0,
+  LIMIT: 8,
+  SELECTOR: 12,
+  BYTE_FIELDS: 14,
+} as const;
+
+/** struct kvm_irqfd (32 bytes): fd u32 @0, gsi u32 @4, flags u32 @8, resamplefd u32 @12, pad. */
+export const KVM_IRQFD_BYTES = 32;
+
+/** struct kvm_irq_routing: nr u32 @0, flags u32 @4, entries @8; each kvm_irq_routing_entry is 48 bytes. */
+export const KVM_IRQ_ROUTING_HEADER_BYTES = 8;
+export const KVM_IRQ_ROUTING_ENTRY_BYTES = 48;
+/** kvm_irq_routing_entry: gsi u32 @0, type u32 @4, flags @8, pad @12, union @16 (irqchip: irqchip, pin; msi: address_lo, address_hi, data). */
+export const KVM_IRQ_ROUTING_ENTRY_UNION = 16;
+
+/** struct kvm_pit_config: flags u32, pad[15] (64 bytes). */
+export const KVM_PIT_CONFIG_BYTES = 64;

@@ -1,0 +1,365 @@
+/**
+ * `KvmKernelIrqChip`: the `IrqChip` in which everything is KVM's (crosvm `KvmKernelIrqChip`;
+ * seed-apis.md §2.4, first column): the 8259A pair, the IOAPIC, every local APIC and the PIT live
+ * in the kernel, so this class only configures them.
+ *
+ * - Events become irqfds: an edge event's trigger is a plain irqfd (each write is an
+ *   assert+deassert pulse); a level event's trigger is an irqfd with KVM_IRQFD_FLAG_RESAMPLE and
+ *   its resample event the resamplefd (KVM holds the line from the write until the guest's EOI,
+ *   then lowers it and signals the resamplefd; a device still asserting writes again). KVM reads
+ *   and writes these fds itself, so both must be OS events (`OsEvent`): a memory event is refused
+ *   with `EBADF`, the errno KVM gives for a descriptor that names no file, because a memory event
+ *   has no descriptor at all. Registration returns `undefined` and `irqEventTokens()` is empty:
+ *   the kernel, not a service thread, consumes the events.
+ * - Routes: the chip keeps the whole table and pushes all of it with KVM_SET_GSI_ROUTING on every
+ *   change (KVM has no per-entry call). It starts as KVM's own default, which KVM_CREATE_IRQCHIP
+ *   installs, so nothing is pushed until the first change. `routeIrq` replaces every route of its
+ *   GSI. The kernel validates the table (a GSI may not reach one controller twice, nor carry an MSI
+ *   beside anything else); what it refuses throws `EINVAL` and changes nothing.
+ * - `serviceIrq` is KVM_IRQ_LINE_STATUS and returns KVM's status: negative when no controller took
+ *   the line (no route, or masked everywhere), 0 when coalesced, positive when delivered.
+ * - MP states are KVM_GET/SET_MP_STATE on the vCPU added with `addVcpu`, which must be a
+ *   `KvmVcpu`. Call them on the vCPU's own thread (a chip view from `fromDescriptor`): a vCPU
+ *   ioctl waits while that vCPU is in KVM_RUN, and a halted guest stays there.
+ * - What a userspace chip does per vCPU (inject, halt, wait, kick) the kernel does here, so those
+ *   calls return at once.
+ *
+ * Route words (Int32Array over a SharedArrayBuffer, shared by every view; words 0–1 the lock):
+ *   2 ...  the route list as `encodeRouteWords` writes it (count, then five words per route).
+ * The lock is held across the KVM_SET_GSI_ROUTING that publishes a change, so two threads never
+ * push tables out of order. Route changes are rare; the ioctl may wait for SRCU readers (ms).
+ */
+
+import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
+import { acquireLock, allocateStateWords, LOCK_WORDS, releaseLock } from '../base/shared-state.ts';
+import type { Bus } from '../chip/bus.ts';
+import type { IrqAllocator } from '../chip/irq-allocator.ts';
+import type { IrqChip, IrqEventToken } from '../chip/irq-chip.ts';
+import type { IrqChipCap, IrqEventIndex, IrqEventSource, MPState, VcpuRunState } from '../chip/types.ts';
+import type { Vcpu } from '../chip/vcpu.ts';
+import type { Event } from '../event/event.ts';
+import type { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
+import { defaultIrqRoutes, kvmIrqchipId, validateRoute, type IrqRoute } from '../routing/irq-route.ts';
+import { decodeRouteWords, encodeRouteWords, routeWordCount } from '../routing/shared-routing-table.ts';
+import {
+  KVM_IOAPIC_NUM_PINS,
+  KVM_IRQFD_BYTES,
+  KVM_IRQFD_FLAG_DEASSIGN,
+  KVM_IRQFD_FLAG_RESAMPLE,
+  KVM_IRQ_ROUTING_ENTRY_BYTES,
+  KVM_IRQ_ROUTING_ENTRY_UNION,
+  KVM_IRQ_ROUTING_HEADER_BYTES,
+  KVM_IRQ_ROUTING_IRQCHIP,
+  KVM_IRQ_ROUTING_MSI,
+  KVM_MAX_IRQ_ROUTES,
+  KVM_PIT_CONFIG_BYTES,
+  KVM_PIT_SPEAKER_DUMMY,
+  KvmCap,
+  KvmIoctl,
+} from './kvm-abi.ts';
+import { KvmVcpu } from './kvm-vcpu.ts';
+import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
+import { OsEvent } from './os-event.ts';
+
+export interface KvmKernelIrqChipOptions {
+  /** vCPUs the VM will have: `addVcpu` accepts ids below this. */
+  readonly vcpuCount: number;
+}
+
+export interface KvmKernelIrqChipDescriptor {
+  readonly kind: 'kvm-kernel-irq-chip';
+  readonly vm: KvmVmDescriptor;
+  readonly vcpuCount: number;
+  readonly routeWords: SharedArrayBuffer;
+}
+
+const ROUTES_AT = LOCK_WORDS;
+
+/** What the chip objects of one thread share: clones share all of it; views on other threads only the VM and the route words. */
+interface ChipParts {
+  readonly vm: KvmVm;
+  readonly vcpuCount: number;
+  readonly routeWords: Int32Array;
+  readonly vcpus: Map<number, KvmVcpu>;
+  readonly tscDeadlineTimer: boolean;
+  /** Scratch structs, reused: one thread uses them at a time. */
+  readonly irqfd: DataView;
+  readonly irqLevel: Int32Array;
+}
+
+export class KvmKernelIrqChip implements IrqChip {
+  /** The in-kernel IOAPIC's pins. */
+  readonly ioapicPins = KVM_IOAPIC_NUM_PINS;
+
+  private constructor(private readonly parts: ChipParts) {}
+
+  /**
+   * Creates KVM's irqchip (PIC pair, IOAPIC, local APICs) and PIT on `vm`. Do it before creating
+   * any vCPU: KVM refuses an irqchip once a vCPU exists (EINVAL), and refuses a second one (EEXIST).
+   */
+  static create(vm: KvmVm, options: KvmKernelIrqChipOptions): KvmKernelIrqChip {
+    checkRange(options.vcpuCount, 1, Math.max(1, vm.checkExtension(KvmCap.MAX_VCPUS)), 'vCPU count');
+    for (const [cap, name] of [
+      [KvmCap.IRQCHIP, 'KVM_CAP_IRQCHIP'],
+      [KvmCap.IRQFD, 'KVM_CAP_IRQFD'],
+      [KvmCap.IRQFD_RESAMPLE, 'KVM_CAP_IRQFD_RESAMPLE'],
+      [KvmCap.IRQ_INJECT_STATUS, 'KVM_CAP_IRQ_INJECT_STATUS'],
+      [KvmCap.PIT2, 'KVM_CAP_PIT2'],
+    ] as const) {
+      if (vm.checkExtension(cap) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks ${name}`);
+    }
+    vm.ioctl(KvmIoctl.CREATE_IRQCHIP, 0, 'KVM_CREATE_IRQCHIP (create the chip before any vCPU)');
+    const pitConfig = new Uint32Array(KVM_PIT_CONFIG_BYTES / Uint32Array.BYTES_PER_ELEMENT);
+    pitConfig[0] = KVM_PIT_SPEAKER_DUMMY;
+    vm.ioctl(KvmIoctl.CREATE_PIT2, pitConfig, 'KVM_CREATE_PIT2');
+    const routeWords = allocateStateWords(routeWordCount(KVM_MAX_IRQ_ROUTES));
+    encodeRouteWords(defaultIrqRoutes(KVM_IOAPIC_NUM_PINS), routeWords, ROUTES_AT);
+    return KvmKernelIrqChip.build(vm, options.vcpuCount, routeWords);
+  }
+
+  /** A view of the chip on another thread (a vCPU worker): same VM, same routes; its own vCPUs. */
+  static fromDescriptor(descriptor: KvmKernelIrqChipDescriptor): KvmKernelIrqChip {
+    const { vm, vcpuCount, routeWords } = descriptor;
+    // Descriptors arrive through postMessage: the type is a claim to check.
+    const kind: unknown = descriptor.kind;
+    if (kind !== 'kvm-kernel-irq-chip' || !(routeWords instanceof SharedArrayBuffer)) {
+      throw new IrqChipError(ErrorCode.EINVAL, 'not a KvmKernelIrqChip descriptor');
+    }
+    return KvmKernelIrqChip.build(KvmVm.fromDescriptor(vm), vcpuCount, new Int32Array(routeWords));
+  }
+
+  private static build(vm: KvmVm, vcpuCount: number, routeWords: Int32Array): KvmKernelIrqChip {
+    return new KvmKernelIrqChip({
+      vm,
+      vcpuCount,
+      routeWords,
+      vcpus: new Map(),
+      tscDeadlineTimer: vm.checkExtension(KvmCap.TSC_DEADLINE_TIMER) !== 0,
+      irqfd: new DataView(new ArrayBuffer(KVM_IRQFD_BYTES)),
+      irqLevel: new Int32Array(2),
+    });
+  }
+
+  descriptor(): KvmKernelIrqChipDescriptor {
+    const { vm, vcpuCount, routeWords } = this.parts;
+    return { kind: 'kvm-kernel-irq-chip', vm: vm.descriptor(), vcpuCount, routeWords: routeWords.buffer as SharedArrayBuffer };
+  }
+
+  /** The routes KVM has (or, before the first change, the default it installed itself). */
+  routes(): IrqRoute[] {
+    return decodeRouteWords(this.parts.routeWords, ROUTES_AT);
+  }
+
+  addVcpu(vcpuId: number, vcpu: Vcpu): void {
+    this.checkVcpuId(vcpuId);
+    if (!(vcpu instanceof KvmVcpu)) throw new IrqChipError(ErrorCode.EINVAL, 'KvmKernelIrqChip takes KvmVcpu vCPUs (its MP state is a KVM vCPU ioctl)');
+    if (vcpu.id !== vcpuId) throw new IrqChipError(ErrorCode.EINVAL, `vCPU ${vcpu.id} added as vCPU ${vcpuId}`);
+    this.parts.vcpus.set(vcpuId, vcpu);
+  }
+
+  // --- events: irqfds -------------------------------------------------------------------------
+
+  registerEdgeIrqEvent(irq: number, event: IrqEdgeEvent, _source: IrqEventSource): undefined {
+    this.assignIrqfd(irq, osEvent(event.getTrigger(), 'trigger'), undefined);
+    return undefined;
+  }
+
+  unregisterEdgeIrqEvent(irq: number, event: IrqEdgeEvent): void {
+    this.deassignIrqfd(irq, event.getTrigger());
+  }
+
+  registerLevelIrqEvent(irq: number, event: IrqLevelEvent, _source: IrqEventSource): undefined {
+    this.assignIrqfd(irq, osEvent(event.getTrigger(), 'trigger'), osEvent(event.getResample(), 'resample'));
+    return undefined;
+  }
+
+  unregisterLevelIrqEvent(irq: number, event: IrqLevelEvent): void {
+    this.deassignIrqfd(irq, event.getTrigger());
+  }
+
+  /** The kernel consumes every registered event: there is nothing for a service thread to wait on. */
+  irqEventTokens(): IrqEventToken[] {
+    return [];
+  }
+
+  // --- routes -----------------------------------------------------------------------------------
+
+  /** Replaces every route of `route.gsi` with this one, and pushes the table. */
+  routeIrq(route: IrqRoute): void {
+    validateRoute(route, this.ioapicPins);
+    this.changeRoutes((routes) => [...routes.filter((existing) => existing.gsi !== route.gsi), route]);
+  }
+
+  setIrqRoutes(routes: readonly IrqRoute[]): void {
+    for (const route of routes) validateRoute(route, this.ioapicPins);
+    if (routes.length > KVM_MAX_IRQ_ROUTES) throw new IrqChipError(ErrorCode.ENOSPC, `KVM takes at most ${KVM_MAX_IRQ_ROUTES} routes, got ${routes.length}`);
+    this.changeRoutes(() => [...routes]);
+  }
+
+  // --- lines ------------------------------------------------------------------------------------
+
+  /** KVM_IRQ_LINE_STATUS: asserts or deasserts `irq` through KVM's routes; returns KVM's status. */
+  serviceIrq(irq: number, level: boolean): number {
+    checkRange(irq, 0, KVM_MAX_IRQ_ROUTES - 1, 'GSI');
+    if (typeof level !== 'boolean') throw new IrqChipError(ErrorCode.EINVAL, 'level must be a boolean');
+    const { vm, irqLevel } = this.parts;
+    irqLevel[0] = irq;
+    irqLevel[1] = level ? 1 : 0;
+    vm.ioctl(KvmIoctl.IRQ_LINE_STATUS, irqLevel, 'KVM_IRQ_LINE_STATUS');
+    return irqLevel[0];
+  }
+
+  /** Never called for this chip (it hands out no tokens); reported, and otherwise ignored, as crosvm does. */
+  serviceIrqEvent(index: IrqEventIndex): void {
+    process.emitWarning(`KvmKernelIrqChip.serviceIrqEvent(${index}): KVM services its irqfds itself; nothing to do`);
+  }
+
+  /** There are no IOAPIC EOI exits with KVM's IOAPIC; reported, and otherwise ignored, as crosvm does. */
+  broadcastEoi(vector: number): void {
+    process.emitWarning(`KvmKernelIrqChip.broadcastEoi(${vector}): KVM's IOAPIC takes EOIs in the kernel; nothing to do`);
+  }
+
+  processDelayedIrqEvents(): void {
+    // Nothing is ever deferred: KVM asserts the lines.
+  }
+
+  irqDelayedEventToken(): Event | undefined {
+    return undefined;
+  }
+
+  // --- vCPUs: the kernel injects, halts and wakes them ------------------------------------------
+
+  injectInterrupts(_vcpu: Vcpu): void {
+    // KVM injects from its own local APICs on every entry.
+  }
+
+  halted(_vcpuId: number): void {
+    // A halted vCPU sleeps inside KVM_RUN.
+  }
+
+  waitUntilRunnable(_vcpu: Vcpu): VcpuRunState {
+    return 'runnable';
+  }
+
+  waitUntilRunnableAsync(_vcpu: Vcpu): Promise<VcpuRunState> {
+    return Promise.resolve('runnable');
+  }
+
+  kickHaltedVcpus(): void {
+    // vCPUs halt in the kernel; kicking them out of KVM_RUN is VcpuThread.kick.
+  }
+
+  getMpState(vcpuId: number): MPState {
+    return this.addedVcpu(vcpuId).getMpState();
+  }
+
+  setMpState(vcpuId: number, state: MPState): void {
+    this.addedVcpu(vcpuId).setMpState(state);
+  }
+
+  /** Shares everything with this chip, on this thread. */
+  tryClone(): KvmKernelIrqChip {
+    return new KvmKernelIrqChip(this.parts);
+  }
+
+  finalizeDevices(_resources: IrqAllocator, _ioBus: Bus, _mmioBus: Bus): void {
+    // KVM's controllers are not on our buses, and the allocator may hand out every GSI.
+  }
+
+  checkCapability(cap: IrqChipCap): boolean {
+    switch (cap) {
+      case 'tsc-deadline-timer':
+        return this.parts.tscDeadlineTimer;
+      case 'x2apic':
+      case 'mp-state-get-set':
+        return true;
+    }
+  }
+
+  // --- helpers ------------------------------------------------------------------------------------
+
+  private checkVcpuId(vcpuId: number): void {
+    if (!Number.isInteger(vcpuId) || vcpuId < 0 || vcpuId >= this.parts.vcpuCount) {
+      throw new IrqChipError(ErrorCode.ENOENT, `no vCPU ${String(vcpuId)} in a chip of ${this.parts.vcpuCount}`);
+    }
+  }
+
+  private addedVcpu(vcpuId: number): KvmVcpu {
+    this.checkVcpuId(vcpuId);
+    const vcpu = this.parts.vcpus.get(vcpuId);
+    if (vcpu === undefined) throw new IrqChipError(ErrorCode.ENOENT, `vCPU ${vcpuId} was not added to this chip on this thread`);
+    return vcpu;
+  }
+
+  private assignIrqfd(gsi: number, trigger: OsEvent, resample: OsEvent | undefined): void {
+    checkRange(gsi, 0, KVM_MAX_IRQ_ROUTES - 1, 'GSI');
+    const operation = resample === undefined ? 'KVM_IRQFD' : 'KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE';
+    this.irqfd(trigger.fd, gsi, resample === undefined ? 0 : KVM_IRQFD_FLAG_RESAMPLE, resample?.fd ?? 0, operation);
+  }
+
+  /**
+   * KVM finds the irqfd by its eventfd and GSI, so a clone of the registered event (another fd on
+   * the same eventfd) unregisters it too. A memory event can never have been registered: nothing
+   * to do.
+   */
+  private deassignIrqfd(gsi: number, trigger: Event): void {
+    checkRange(gsi, 0, KVM_MAX_IRQ_ROUTES - 1, 'GSI');
+    if (!(trigger instanceof OsEvent)) return;
+    this.irqfd(trigger.fd, gsi, KVM_IRQFD_FLAG_DEASSIGN, 0, 'KVM_IRQFD deassign');
+  }
+
+  private irqfd(fd: number, gsi: number, flags: number, resampleFd: number, operation: string): void {
+    const { irqfd, vm } = this.parts;
+    irqfd.setUint32(0, fd, true);
+    irqfd.setUint32(4, gsi, true);
+    irqfd.setUint32(8, flags, true);
+    irqfd.setUint32(12, resampleFd, true);
+    vm.ioctl(KvmIoctl.IRQFD, irqfd, operation);
+  }
+
+  /** Under the route lock: computes the new table from the current one, pushes it, and records it if KVM took it. */
+  private changeRoutes(change: (current: readonly IrqRoute[]) => IrqRoute[]): void {
+    const { routeWords, vm } = this.parts;
+    acquireLock(routeWords);
+    try {
+      const routes = change(decodeRouteWords(routeWords, ROUTES_AT));
+      if (routes.length > KVM_MAX_IRQ_ROUTES) throw new IrqChipError(ErrorCode.ENOSPC, `KVM takes at most ${KVM_MAX_IRQ_ROUTES} routes`);
+      vm.ioctl(KvmIoctl.SET_GSI_ROUTING, encodeKvmRouting(routes), 'KVM_SET_GSI_ROUTING');
+      encodeRouteWords(routes, routeWords, ROUTES_AT);
+    } finally {
+      releaseLock(routeWords);
+    }
+  }
+}
+
+/** The OS event behind a device's event, or EBADF: KVM reads and writes irqfds itself. */
+function osEvent(event: Event, role: 'trigger' | 'resample'): OsEvent {
+  if (event instanceof OsEvent) return event;
+  throw new IrqChipError(
+    ErrorCode.EBADF,
+    `KvmKernelIrqChip needs an eventfd as the ${role} event (OsEvent from irqchip/kvm): KVM signals and reads it in the kernel, and a memory event has no file descriptor`,
+  );
+}
+
+/** struct kvm_irq_routing with its entries (layout in kvm-abi.ts). */
+function encodeKvmRouting(routes: readonly IrqRoute[]): DataView {
+  const bytes = new DataView(new ArrayBuffer(KVM_IRQ_ROUTING_HEADER_BYTES + routes.length * KVM_IRQ_ROUTING_ENTRY_BYTES));
+  bytes.setUint32(0, routes.length, true);
+  routes.forEach((route, index) => {
+    const entry = KVM_IRQ_ROUTING_HEADER_BYTES + index * KVM_IRQ_ROUTING_ENTRY_BYTES;
+    const union = entry + KVM_IRQ_ROUTING_ENTRY_UNION;
+    bytes.setUint32(entry, route.gsi, true);
+    const { source } = route;
+    if (source.kind === 'msi') {
+      bytes.setUint32(entry + 4, KVM_IRQ_ROUTING_MSI, true);
+      bytes.setUint32(union, Number(source.address & 0xffffffffn), true);
+      bytes.setUint32(union + 4, Number(source.address >> 32n), true);
+      bytes.setUint32(union + 8, source.data, true);
+    } else {
+      bytes.setUint32(entry + 4, KVM_IRQ_ROUTING_IRQCHIP, true);
+      bytes.setUint32(union, kvmIrqchipId(source.chip), true);
+      bytes.setUint32(union + 4, source.pin, true);
+    }
+  });
+  return bytes;
+}

@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { describe, test } from 'node:test';
+import { IrqEdgeEvent } from '../event/irq-event.ts';
+import { KvmExit } from './kvm-abi.ts';
+import { IRQ_SOURCE, kernelChipMachine, kvmSkipReason, runPicGuest, waitForLog } from './kvm-test-support.ts';
+import { KvmVcpu } from './kvm-vcpu.ts';
+import { KvmVm } from './kvm-vm.ts';
+import { OsEvent } from './os-event.ts';
+import { GUEST_IRQ, GuestLog } from './pic-test-guest.ts';
+
+const skip = kvmSkipReason('KvmVcpu on real KVM');
+
+describe('KvmVcpu registers and start-up', { skip }, () => {
+  test('applySipi starts real mode at vector << 12; IN and OUT exits carry their port, size and value', () => {
+    // No irqchip: HLT then exits to userspace, so this vCPU can run on the test's own thread.
+    const vm = KvmVm.create({ memoryBytes: 0x10000 });
+    const vcpu = KvmVcpu.create(vm, 0);
+    try {
+      // in al, 0x12; out 0x10, al; hlt
+      vm.memory.set([0xe4, 0x12, 0xe6, 0x10, 0xf4], 0x2000);
+      vcpu.applySipi({ vector: 2, csSelector: 0x200, csBase: 0x2000, ip: 0 });
+      assert.equal(vcpu.run(), KvmExit.IO);
+      assert.deepEqual([vcpu.ioIsOut(), vcpu.ioPort(), vcpu.ioSize()], [false, 0x12, 1]);
+      vcpu.setIoValue(0x77);
+      assert.equal(vcpu.run(), KvmExit.IO);
+      assert.deepEqual([vcpu.ioIsOut(), vcpu.ioPort(), vcpu.ioValue()], [true, 0x10, 0x77]);
+      assert.equal(vcpu.run(), KvmExit.HLT);
+      assert.equal(vcpu.getRegs().get('rip'), 5n, 'IP after the HLT');
+    } finally {
+      vcpu.close();
+      vm.close();
+    }
+  });
+
+  test('applyInit gives the SDM INIT state: F000:FFF0 with CS base 0xffff0000, CR0 0x60000010, rdx 0x600, CR4 and EFER clear', () => {
+    const vm = KvmVm.create({ memoryBytes: 0x10000 });
+    const vcpu = KvmVcpu.create(vm, 0);
+    try {
+      const regs = vcpu.getRegs();
+      regs.set('rax', 5);
+      regs.set('rip', 0x1234);
+      vcpu.setRegs(regs);
+      const sregs = vcpu.getSregs();
+      sregs.set('cr0', sregs.get('cr0') | 0x2n); // MP
+      sregs.set('cr4', 0x200n); // OSFXSR
+      sregs.setSegment('ds', { ...sregs.segment('ds'), base: 0x5000n, selector: 0x500 });
+      vcpu.setSregs(sregs);
+      vcpu.applyInit();
+      const after = vcpu.getRegs();
+      assert.deepEqual([after.get('rip'), after.get('rflags'), after.get('rax'), after.get('rdx')], [0xfff0n, 2n, 0n, 0x600n]);
+      const special = vcpu.getSregs();
+      const cs = special.segment('cs');
+      assert.deepEqual([cs.selector, cs.base, cs.limit, cs.type, cs.present, cs.s], [0xf000, 0xffff0000n, 0xffff, 0xb, 1, 1]);
+      const ds = special.segment('ds');
+      assert.deepEqual([ds.selector, ds.base, ds.limit], [0, 0n, 0xffff]);
+      assert.deepEqual([special.get('cr0'), special.get('cr4'), special.get('efer')], [0x60000010n, 0n, 0n]);
+      assert.deepEqual(special.table('idt'), { base: 0n, limit: 0xffff });
+    } finally {
+      vcpu.close();
+      vm.close();
+    }
+  });
+});
+
+describe('VcpuThread: kicks and shutdown', { skip }, () => {
+  test('a kick takes a vCPU halted inside KVM_RUN out of it (KvmExit.INTR), and it runs on: every kick is seen', async () => {
+    const machine = kernelChipMachine({ levelTriggered: false });
+    using trigger = OsEvent.create();
+    machine.chip.registerEdgeIrqEvent(GUEST_IRQ, new IrqEdgeEvent(trigger), IRQ_SOURCE);
+    const thread = await runPicGuest(machine);
+    try {
+      for (let kick = 1; kick <= 20; kick++) {
+        const kicked = Atomics.load(machine.log, GuestLog.Kicked);
+        thread.kick();
+        await waitForLog(machine.log, GuestLog.Kicked, kicked + 1);
+      }
+      trigger.signal();
+      await waitForLog(machine.log, GuestLog.Interrupts, 1);
+      assert.equal(Atomics.load(machine.log, GuestLog.FatalExit), 0);
+    } finally {
+      await thread.stop();
+      machine.vm.close();
+    }
+  });
+
+  test('stop() ends a vCPU asleep in KVM_RUN: the loop sees the stop flag, closes the vCPU, the worker ends', async () => {
+    const machine = kernelChipMachine({ levelTriggered: false });
+    const thread = await runPicGuest(machine);
+    await thread.stop();
+    thread.kick();
+    assert.equal(Atomics.load(machine.log, GuestLog.FatalExit), 0);
+    machine.vm.close();
+  });
+
+  test('process.exit() with a vCPU asleep in KVM_RUN and no stop() still ends the process (the exit hook kicks)', () => {
+    const child = spawnSync(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('./exit-without-stop.fixture.ts', import.meta.url))], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(child.signal, null, `the child was killed after the timeout: it hung (${child.stderr})`);
+    assert.equal(child.status, 0, child.stderr);
+    assert.match(child.stdout, /vcpu halted in KVM_RUN; exiting/);
+  });
+});

@@ -1,0 +1,281 @@
+/**
+ * `KvmVcpu`: one KVM vCPU, used on the thread that runs it (kvm-from-node.md §4).
+ *
+ * KVM_RUN blocks (with the in-kernel irqchip a guest HLT sleeps inside it), so each vCPU runs in
+ * its own worker thread, which creates the vCPU itself (KVM_CREATE_VCPU) and maps its own kvm_run.
+ * Another thread stops it with a kick (`VcpuThread.kick`, vcpu-thread.ts): it sets
+ * kvm_run.immediate_exit through its own mapping of the same page and sends KICK_SIGNAL to this
+ * thread, whose no-op handler makes a KVM_RUN in progress return EINTR; immediate_exit makes the
+ * next one return EINTR at once when the signal arrived while this thread was in JavaScript. No
+ * kick is lost.
+ *
+ * The vCPU's control block (a SharedArrayBuffer; Int32Array words):
+ *   0  stop requested: set by the supervisor before its last kick; `run()` then keeps
+ *      immediate_exit set, so every later KVM_RUN returns at once
+ *   1  kernel thread id of the vCPU thread (0 until published)
+ *   2  the vCPU fd (-1 until published)
+ *   3  mapped: the supervisor has mapped kvm_run (the vCPU fd stays open at least until then)
+ *   4  exited: the vCPU was closed; kicks are no longer sent
+ */
+
+import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
+import type { MPState } from '../chip/types.ts';
+import type { Vcpu } from '../chip/vcpu.ts';
+import type { SipiStart } from '../x86/lapic/local-apic.ts';
+import { addon } from './addon.ts';
+import { KVM_EXIT_IO_OUT, KVM_MP_STATES, KvmExit, KvmIoctl, KvmRunLayout } from './kvm-abi.ts';
+import { KvmRegs, KvmSregs, type KvmSegment } from './kvm-registers.ts';
+import type { KvmVm } from './kvm-vm.ts';
+import { EINTR, KICK_SIGNAL, check, systemError } from './linux.ts';
+
+export const VcpuControlWord = {
+  StopRequested: 0,
+  ThreadId: 1,
+  VcpuFd: 2,
+  Mapped: 3,
+  Exited: 4,
+} as const;
+const CONTROL_WORDS = 5;
+
+export function allocateVcpuControl(): Int32Array {
+  const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT));
+  control[VcpuControlWord.VcpuFd] = -1;
+  return control;
+}
+
+/** Real-mode segment as INIT leaves it (SDM vol. 3 §10.1.1, Table 10-1): base 0, limit 0xffff, present. */
+function realModeSegment(selector: number, base: bigint, type: number, s: number): KvmSegment {
+  return { base, limit: 0xffff, selector, type, present: 1, dpl: 0, db: 0, s, l: 0, g: 0, avl: 0, unusable: 0 };
+}
+/** Segment types: accessed read/write data, accessed execute/read code, LDT, busy 32-bit TSS. */
+const DATA_SEGMENT_TYPE = 0x3;
+const CODE_SEGMENT_TYPE = 0xb;
+const LDT_TYPE = 0x2;
+const BUSY_TSS_TYPE = 0xb;
+/** After INIT: CR0 keeps CD (bit 30) and NW (bit 29), sets ET (bit 4), clears the rest. */
+const CR0_KEPT_BY_INIT = 0x60000000n;
+const CR0_ET = 0x10n;
+/** EFLAGS bit 1 is reserved and always 1. */
+const RFLAGS_RESERVED = 0x2n;
+/** EDX after RESET/INIT holds the processor signature; 0x600 (family 6) is what KVM uses without CPUID. */
+const INIT_EDX = 0x600n;
+const RESET_VECTOR_CS_BASE = 0xffff0000n;
+const RESET_VECTOR_IP = 0xfff0n;
+
+export class KvmVcpu implements Vcpu {
+  readonly fd: number;
+  private readonly run8: Uint8Array;
+  private readonly run32: Uint32Array;
+  private readonly runView: DataView;
+  private readonly mpState = new Uint32Array(1);
+  private readonly vector = new Uint32Array(1);
+  private closed = false;
+
+  private constructor(
+    readonly id: number,
+    fd: number,
+    runBuffer: ArrayBuffer,
+    private readonly control: Int32Array,
+  ) {
+    this.fd = fd;
+    this.run8 = new Uint8Array(runBuffer);
+    this.run32 = new Uint32Array(runBuffer, 0, 4);
+    this.runView = new DataView(runBuffer);
+  }
+
+  /**
+   * KVM_CREATE_VCPU on this thread, its kvm_run mapped here. `control` is the block a supervisor
+   * on another thread kicks and stops it through (vcpu-thread.ts); without one, nothing else can.
+   * Under the in-kernel irqchip, create the chip first (KVM refuses it once a vCPU exists) and
+   * expect vCPUs other than 0 to start 'uninitialized' (waiting for INIT/SIPI).
+   */
+  static create(vm: KvmVm, id: number, control: Int32Array = allocateVcpuControl()): KvmVcpu {
+    checkRange(id, 0, 0xfffe, 'vCPU id');
+    check(addon.installKickHandler(KICK_SIGNAL), 'sigaction for the kick signal');
+    const fd = vm.ioctl(KvmIoctl.CREATE_VCPU, id, `KVM_CREATE_VCPU ${id}`);
+    const run = addon.mmap(fd, vm.vcpuMmapSize, 0);
+    if (typeof run === 'number') {
+      addon.close(fd);
+      throw systemError(-run, 'mmap of kvm_run');
+    }
+    Atomics.store(control, VcpuControlWord.VcpuFd, fd);
+    Atomics.store(control, VcpuControlWord.ThreadId, addon.threadId());
+    Atomics.notify(control, VcpuControlWord.ThreadId);
+    return new KvmVcpu(id, fd, run, control);
+  }
+
+  /** Whether the supervisor asked this vCPU to stop: the run loop should close it and end. */
+  get stopRequested(): boolean {
+    return Atomics.load(this.control, VcpuControlWord.StopRequested) !== 0;
+  }
+
+  /**
+   * KVM_RUN: returns the exit reason (`KvmExit`), or `KvmExit.INTR` when a kick interrupted it
+   * (after -EINTR kvm_run.exit_reason is stale, so it is not read).
+   */
+  run(): number {
+    const result = addon.ioctl(this.fd, KvmIoctl.RUN, 0);
+    if (result >= 0) return this.run32[KvmRunLayout.EXIT_REASON >> 2] ?? KvmExit.UNKNOWN;
+    if (result !== -EINTR) throw systemError(-result, 'KVM_RUN');
+    // Clear first, then look at the stop flag: a stop requested after the look sets it again
+    // (the kicker writes the flag before immediate_exit, and both writes are sequentially consistent).
+    Atomics.store(this.run8, KvmRunLayout.IMMEDIATE_EXIT, 0);
+    if (this.stopRequested) Atomics.store(this.run8, KvmRunLayout.IMMEDIATE_EXIT, 1);
+    return KvmExit.INTR;
+  }
+
+  // --- the exit being handled ---------------------------------------------------------------
+
+  /** KVM_EXIT_IO: the port. */
+  ioPort(): number {
+    return this.runView.getUint16(KvmRunLayout.IO_PORT, true);
+  }
+
+  /** KVM_EXIT_IO: true for OUT, false for IN. */
+  ioIsOut(): boolean {
+    return this.run8[KvmRunLayout.IO_DIRECTION] === KVM_EXIT_IO_OUT;
+  }
+
+  /** KVM_EXIT_IO: the access size in bytes (1, 2 or 4). */
+  ioSize(): number {
+    return this.run8[KvmRunLayout.IO_SIZE] ?? 0;
+  }
+
+  /** KVM_EXIT_IO, OUT: the first value written (string I/O, `count` > 1, is not decoded here). */
+  ioValue(): number {
+    const at = this.ioDataOffset();
+    switch (this.ioSize()) {
+      case 1:
+        return this.runView.getUint8(at);
+      case 2:
+        return this.runView.getUint16(at, true);
+      default:
+        return this.runView.getUint32(at, true);
+    }
+  }
+
+  /** KVM_EXIT_IO, IN: the value the guest reads. */
+  setIoValue(value: number): void {
+    const at = this.ioDataOffset();
+    switch (this.ioSize()) {
+      case 1:
+        this.runView.setUint8(at, value);
+        return;
+      case 2:
+        this.runView.setUint16(at, value, true);
+        return;
+      default:
+        this.runView.setUint32(at, value, true);
+    }
+  }
+
+  // --- registers and state ------------------------------------------------------------------
+
+  getRegs(): KvmRegs {
+    const regs = new KvmRegs();
+    this.ioctl(KvmIoctl.GET_REGS, regs.words, 'KVM_GET_REGS');
+    return regs;
+  }
+
+  setRegs(regs: KvmRegs): void {
+    this.ioctl(KvmIoctl.SET_REGS, regs.words, 'KVM_SET_REGS');
+  }
+
+  getSregs(): KvmSregs {
+    const sregs = new KvmSregs();
+    this.ioctl(KvmIoctl.GET_SREGS, sregs.bytes, 'KVM_GET_SREGS');
+    return sregs;
+  }
+
+  setSregs(sregs: KvmSregs): void {
+    this.ioctl(KvmIoctl.SET_SREGS, sregs.bytes, 'KVM_SET_SREGS');
+  }
+
+  /** KVM_GET_MP_STATE. A vCPU ioctl waits for a KVM_RUN in progress: call it on this vCPU's thread. */
+  getMpState(): MPState {
+    this.ioctl(KvmIoctl.GET_MP_STATE, this.mpState, 'KVM_GET_MP_STATE');
+    const state = KVM_MP_STATES[this.mpState[0] ?? -1];
+    if (state === undefined) throw new IrqChipError(ErrorCode.EINVAL, `KVM reported mp_state ${this.mpState[0]}, which has no MPState`);
+    return state;
+  }
+
+  setMpState(state: MPState): void {
+    const value = KVM_MP_STATES.indexOf(state);
+    if (value < 0) throw new IrqChipError(ErrorCode.EINVAL, `unknown MP state '${state}'`);
+    this.mpState[0] = value;
+    this.ioctl(KvmIoctl.SET_MP_STATE, this.mpState, 'KVM_SET_MP_STATE');
+  }
+
+  // --- Vcpu: what a userspace irqchip injects with ------------------------------------------
+
+  readyForInterrupt(): boolean {
+    return this.run8[KvmRunLayout.READY_FOR_INTERRUPT_INJECTION] !== 0 && this.run8[KvmRunLayout.IF_FLAG] !== 0;
+  }
+
+  /** KVM_INTERRUPT (userspace irqchip only: with KVM's irqchip the kernel refuses it, ENXIO). */
+  interrupt(vector: number): void {
+    checkRange(vector, 0, 0xff, 'interrupt vector');
+    this.vector[0] = vector;
+    this.ioctl(KvmIoctl.INTERRUPT, this.vector, 'KVM_INTERRUPT');
+  }
+
+  injectNmi(): void {
+    this.ioctl(KvmIoctl.NMI, 0, 'KVM_NMI');
+  }
+
+  setInterruptWindowRequested(requested: boolean): void {
+    this.run8[KvmRunLayout.REQUEST_INTERRUPT_WINDOW] = requested ? 1 : 0;
+  }
+
+  /**
+   * INIT (SDM vol. 3 §10.1.1, Table 10-1): the registers KVM_SET_REGS and KVM_SET_SREGS carry take
+   * their INIT values: real mode at F000:FFF0 with CS base 0xffff0000, flat 64 KiB segments, CR0
+   * keeping only CD and NW (plus ET), CR2–CR4 and EFER cleared, the APIC base kept. (EFER's LMA
+   * must go with paging; KVM clears EFER on INIT too.)
+   */
+  applyInit(): void {
+    const regs = new KvmRegs();
+    regs.set('rflags', RFLAGS_RESERVED);
+    regs.set('rip', RESET_VECTOR_IP);
+    regs.set('rdx', INIT_EDX);
+    const sregs = this.getSregs();
+    sregs.setSegment('cs', realModeSegment(0xf000, RESET_VECTOR_CS_BASE, CODE_SEGMENT_TYPE, 1));
+    for (const name of ['ds', 'es', 'fs', 'gs', 'ss'] as const) sregs.setSegment(name, realModeSegment(0, 0n, DATA_SEGMENT_TYPE, 1));
+    sregs.setSegment('ldt', realModeSegment(0, 0n, LDT_TYPE, 0));
+    sregs.setSegment('tr', realModeSegment(0, 0n, BUSY_TSS_TYPE, 0));
+    sregs.setTable('gdt', 0n, 0xffff);
+    sregs.setTable('idt', 0n, 0xffff);
+    sregs.set('cr0', (sregs.get('cr0') & CR0_KEPT_BY_INIT) | CR0_ET);
+    for (const name of ['cr2', 'cr3', 'cr4', 'cr8', 'efer'] as const) sregs.set(name, 0n);
+    this.setSregs(sregs);
+    this.setRegs(regs);
+  }
+
+  /** SIPI: start in real mode at the start-up vector's page (CS = vector << 8, base vector << 12, IP 0). */
+  applySipi(start: SipiStart): void {
+    const sregs = this.getSregs();
+    sregs.setSegment('cs', { ...sregs.segment('cs'), selector: start.csSelector, base: BigInt(start.csBase) });
+    this.setSregs(sregs);
+    const regs = this.getRegs();
+    regs.set('rip', start.ip);
+    this.setRegs(regs);
+  }
+
+  /** Closes the vCPU's fd (its kvm_run mapping goes with the garbage collector) and tells the supervisor. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    Atomics.store(this.control, VcpuControlWord.Exited, 1);
+    Atomics.notify(this.control, VcpuControlWord.Exited);
+    addon.close(this.fd);
+  }
+
+  private ioDataOffset(): number {
+    return Number(this.runView.getBigUint64(KvmRunLayout.IO_DATA_OFFSET, true));
+  }
+
+  private ioctl(request: number, arg: number | ArrayBufferView, operation: string): void {
+    if (this.closed) throw new IrqChipError(ErrorCode.EBADF, `vCPU ${this.id} is closed`);
+    check(addon.ioctl(this.fd, request, arg), operation);
+  }
+}
