@@ -9,7 +9,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Bus } from '../src/chip/bus.ts';
-import { IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../src/chip/chip-test-support.ts';
+import { IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../src/chip/bus.ts';
 import { IrqAllocator } from '../src/chip/irq-allocator.ts';
 import { SimVcpu, type SimGuest } from '../src/chip/sim-vcpu.ts';
 import { PIC_IRQS_PER_CHIP, sendFixedIpi } from '../src/chip/stress-plan.fixture.ts';

@@ -26,7 +26,7 @@ export interface Benchmark {
   run(): BenchResult | Promise<BenchResult>;
 }
 
-export function median(values: readonly number[]): number {
+function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = sorted.length >> 1;
   if (sorted.length === 0) return Number.NaN;

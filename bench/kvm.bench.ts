@@ -12,7 +12,7 @@
  */
 import { IrqEdgeEvent, IrqLevelEvent } from '../src/event/irq-event.ts';
 import { kvmUnavailableReason } from '../src/kvm/availability.ts';
-import { IRQ_SOURCE, kernelChipMachine, runPicGuest, waitForLog, type KernelChipMachine } from '../src/kvm/kvm-test-support.ts';
+import { IRQ_SOURCE, kernelChipMachine, waitForLog, withPicGuest, type KernelChipMachine } from '../src/kvm/kvm-test-support.ts';
 import { OsEvent } from '../src/kvm/os-event.ts';
 import { GUEST_IRQ, GuestLog } from '../src/kvm/pic-test-guest.ts';
 import { summarise, type Benchmark, type BenchResult } from './harness.ts';
@@ -22,9 +22,8 @@ const SAMPLES = 7;
 const WARMUP_INTERRUPTS = 1_000;
 
 /** Runs `machine`'s guest, times `samples` rounds of `interruptsPerRound` each, and stops it. */
-async function timeRounds(name: string, machine: KernelChipMachine, data: Parameters<typeof runPicGuest>[1], round: (interrupts: number) => Promise<void>): Promise<BenchResult> {
-  const thread = await runPicGuest(machine, data);
-  try {
+async function timeRounds(name: string, machine: KernelChipMachine, data: Parameters<typeof withPicGuest>[1], round: (interrupts: number) => Promise<void>): Promise<BenchResult> {
+  return await withPicGuest(machine, data, async () => {
     await round(WARMUP_INTERRUPTS);
     const perSample: number[] = [];
     for (let sample = 0; sample < SAMPLES; sample++) {
@@ -35,10 +34,7 @@ async function timeRounds(name: string, machine: KernelChipMachine, data: Parame
     }
     if (Atomics.load(machine.log, GuestLog.OutOfOrder) !== 0) throw new Error(`${name}: the guest saw interrupts out of order`);
     return summarise(name, 'interrupts/s', perSample, INTERRUPTS_PER_SAMPLE, { handlerRuns: Atomics.load(machine.log, GuestLog.Interrupts) });
-  } finally {
-    await thread.stop();
-    machine.vm.close();
-  }
+  });
 }
 
 async function edgeInVcpuThread(): Promise<BenchResult> {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { IrqChipError } from '../src/base/errors.ts';
+import { rejectsWith } from '../src/testing/irq-chip-error.ts';
 import {
   LOCK_WORDS,
   acquireLock,
@@ -14,7 +15,7 @@ import {
   withLock,
 } from '../src/base/shared-state.ts';
 
-const isEinval = (error: unknown) => error instanceof IrqChipError && error.code === 'EINVAL';
+const isEinval = rejectsWith('EINVAL');
 
 test('crc32 matches the IEEE check value', () => {
   assert.equal(crc32(new TextEncoder().encode('123456789')), 0xcbf43926);

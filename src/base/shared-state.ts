@@ -23,7 +23,6 @@ export const LOCK_WORDS = 2;
 /** Spins this many times before sleeping (a thread that may not block keeps spinning). */
 const SPINS_BEFORE_SLEEP = 64;
 
-
 /** Allocates the state words of a controller: `LOCK_WORDS` lock words followed by `modelWords`. */
 export function allocateStateWords(modelWords: number): Int32Array {
   return new Int32Array(new SharedArrayBuffer((LOCK_WORDS + modelWords) * Int32Array.BYTES_PER_ELEMENT));
@@ -77,8 +76,10 @@ export function withLock<T>(words: Int32Array, body: () => T): T {
 //  16+4n u32 CRC-32 of bytes [0, 16+4n)
 // ---------------------------------------------------------------------------------------------
 
-const SNAPSHOT_MAGIC = 0x53515249; // 'IRQS' read as a little-endian u32
+/** 'IRQS' read as a little-endian u32; also the magic of containers of snapshots (the chip's). */
+export const SNAPSHOT_MAGIC = 0x53515249;
 const SNAPSHOT_HEADER_BYTES = 16;
+const SNAPSHOT_WORD_COUNT_OFFSET = 12;
 const SNAPSHOT_CHECKSUM_BYTES = 4;
 
 const CRC32_TABLE: Uint32Array = (() => {
@@ -98,7 +99,8 @@ export function crc32(bytes: Uint8Array): number {
   return (crc ^ 0xffffffff) >>> 0;
 }
 
-function kindCode(kind: string): number {
+/** A snapshot kind's four ASCII characters as the u32 its header holds. EINVAL for another string. */
+export function snapshotKindCode(kind: string): number {
   if (!/^[\x20-\x7e]{4}$/.test(kind)) throw new IrqChipError(ErrorCode.EINVAL, `snapshot kind must be 4 ASCII characters, got '${kind}'`);
   return kind.charCodeAt(0) | (kind.charCodeAt(1) << 8) | (kind.charCodeAt(2) << 16) | (kind.charCodeAt(3) << 24);
 }
@@ -109,15 +111,24 @@ export function encodeSnapshot(kind: string, version: number, words: Int32Array)
   const bytes = new Uint8Array(SNAPSHOT_HEADER_BYTES + payloadWords * 4 + SNAPSHOT_CHECKSUM_BYTES);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, SNAPSHOT_MAGIC, true);
-  view.setUint32(4, kindCode(kind) >>> 0, true);
+  view.setUint32(4, snapshotKindCode(kind) >>> 0, true);
   view.setUint32(8, version, true);
-  view.setUint32(12, payloadWords, true);
+  view.setUint32(SNAPSHOT_WORD_COUNT_OFFSET, payloadWords, true);
   for (let i = 0; i < payloadWords; i++) {
     view.setInt32(SNAPSHOT_HEADER_BYTES + i * 4, Atomics.load(words, LOCK_WORDS + i), true);
   }
   const checksumAt = SNAPSHOT_HEADER_BYTES + payloadWords * 4;
   view.setUint32(checksumAt, crc32(bytes.subarray(0, checksumAt)), true);
   return bytes;
+}
+
+/**
+ * The payload word count a snapshot's header declares, for a reader that learns the size from the
+ * bytes (`decodeSnapshot` then checks it against the length); undefined when there is no whole header.
+ */
+export function declaredSnapshotWords(bytes: Uint8Array): number | undefined {
+  if (bytes.length < SNAPSHOT_HEADER_BYTES) return undefined;
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(SNAPSHOT_WORD_COUNT_OFFSET, true);
 }
 
 /**
@@ -133,9 +144,9 @@ export function decodeSnapshot(bytes: Uint8Array, kind: string, version: number,
   if (bytes.length < SNAPSHOT_HEADER_BYTES) fail(`truncated: ${bytes.length} bytes`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint32(0, true) !== SNAPSHOT_MAGIC) fail('bad magic');
-  if (view.getUint32(4, true) !== kindCode(kind) >>> 0) fail('snapshot of another controller kind');
+  if (view.getUint32(4, true) !== snapshotKindCode(kind) >>> 0) fail('snapshot of another controller kind');
   if (view.getUint32(8, true) !== version) fail(`layout version ${view.getUint32(8, true)} is not ${version}`);
-  if (view.getUint32(12, true) !== modelWords) fail(`payload of ${view.getUint32(12, true)} words, expected ${modelWords}`);
+  if (view.getUint32(SNAPSHOT_WORD_COUNT_OFFSET, true) !== modelWords) fail(`payload of ${view.getUint32(SNAPSHOT_WORD_COUNT_OFFSET, true)} words, expected ${modelWords}`);
   if (bytes.length !== expectedLength) fail(`length ${bytes.length}, expected ${expectedLength}`);
   const checksumAt = expectedLength - SNAPSHOT_CHECKSUM_BYTES;
   if (view.getUint32(checksumAt, true) !== crc32(bytes.subarray(0, checksumAt))) fail('checksum mismatch');

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { IrqChipError } from '../base/errors.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { Bus, type BusAccessor, type BusDevice } from './bus.ts';
 
 class RecordingDevice implements BusDevice {
@@ -16,7 +16,6 @@ class RecordingDevice implements BusDevice {
 }
 
 const cpu0 = { vcpuIndex: 0 };
-const errorWithCode = (code: string) => (error: unknown) => error instanceof IrqChipError && error.code === code;
 
 test('accesses reach the device at the offset into its range, with the accessing vCPU', () => {
   const bus = new Bus('io', 0x10000);
@@ -46,29 +45,29 @@ test('overlapping ranges are EEXIST and change nothing; remove frees a range; re
   bus.insert(ioapic, 0xfec00000, 0x100);
   assert.throws(() => {
     bus.insert(new RecordingDevice('other'), 0xfec000ff, 1);
-  }, errorWithCode('EEXIST'));
+  }, rejectsWith('EEXIST'));
   assert.throws(() => {
     bus.insert(new RecordingDevice('other'), 0xfebfff00, 0x101);
-  }, errorWithCode('EEXIST'));
+  }, rejectsWith('EEXIST'));
   bus.insert(new RecordingDevice('after'), 0xfec00100, 0x10);
   assert.equal(bus.resolve(0xfec000ff)?.device, ioapic);
   bus.remove(0xfec00000);
   assert.equal(bus.resolve(0xfec00000), undefined);
   assert.throws(() => {
     bus.remove(0xfec00000);
-  }, errorWithCode('ENOENT'));
+  }, rejectsWith('ENOENT'));
 });
 
 test('bad ranges and access sizes are EINVAL', () => {
   const bus = new Bus('io', 0x10000);
   assert.throws(() => {
     bus.insert(new RecordingDevice('x'), 0xffff, 2);
-  }, errorWithCode('EINVAL'));
+  }, rejectsWith('EINVAL'));
   assert.throws(() => {
     bus.insert(new RecordingDevice('x'), 0x10, 0);
-  }, errorWithCode('EINVAL'));
-  assert.throws(() => bus.read(0x20, 3, cpu0), errorWithCode('EINVAL'));
+  }, rejectsWith('EINVAL'));
+  assert.throws(() => bus.read(0x20, 3, cpu0), rejectsWith('EINVAL'));
   assert.throws(() => {
     bus.write(0x20, 0, 0, cpu0);
-  }, errorWithCode('EINVAL'));
+  }, rejectsWith('EINVAL'));
 });

@@ -9,6 +9,12 @@
  */
 
 import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
+import { allOnes } from '../base/integers.ts';
+
+/** The `addressLimit` of a port bus: x86 has 64 Ki I/O ports, 0 to 0xFFFF (SDM vol. 1, "I/O Port Addressing"). */
+export const IO_ADDRESS_LIMIT = 0x10000;
+/** The `addressLimit` of an MMIO bus: physical addresses are at most 52 bits wide (MAXPHYADDR ≤ 52, SDM vol. 3). */
+export const MMIO_ADDRESS_LIMIT = 2 ** 52;
 
 /** Who made a bus access. */
 export interface BusAccessor {
@@ -43,7 +49,7 @@ export class Bus {
 
   /**
    * @param name 'io' or 'mmio', for messages.
-   * @param addressLimit one past the highest address (0x10000 for ports, 2^52 for MMIO).
+   * @param addressLimit one past the highest address (`IO_ADDRESS_LIMIT` for ports, `MMIO_ADDRESS_LIMIT` for MMIO).
    */
   constructor(
     readonly name: string,
@@ -117,6 +123,3 @@ function checkAccessSize(size: number): void {
   if (!ACCESS_SIZES.has(size)) throw new IrqChipError(ErrorCode.EINVAL, `access size must be 1, 2, 4 or 8 bytes, got ${String(size)}`);
 }
 
-function allOnes(size: number): number {
-  return size >= 4 ? 0xffffffff : (1 << (size * 8)) - 1;
-}

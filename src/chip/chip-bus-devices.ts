@@ -5,19 +5,27 @@
  */
 
 import { IOAPIC_WINDOW_BYTES, type Ioapic } from '../x86/ioapic/ioapic.ts';
+import { APIC_BASE_DEFAULT_ADDRESS, XAPIC_PAGE_BYTES, XAPIC_REGISTER_STRIDE } from '../x86/lapic/apic-registers.ts';
 import type { LocalApic } from '../x86/lapic/local-apic.ts';
-import type { PicPair } from '../x86/pic/pic.ts';
+import { PicPort, type PicPair } from '../x86/pic/pic.ts';
 import type { Bus, BusAccessor, BusDevice } from './bus.ts';
 
+/** Each PIC port range is a pair: a chip's command and data ports, or the two ELCRs. */
+const PIC_PORTS_PER_RANGE = 2;
 /** I/O ports of the 8259A pair and the ELCR (x86-controllers.md §1.1). */
 export const PIC_PORT_RANGES: readonly (readonly [base: number, length: number])[] = [
-  [0x20, 2],
-  [0xa0, 2],
-  [0x4d0, 2],
+  [PicPort.MasterCommand, PIC_PORTS_PER_RANGE],
+  [PicPort.SlaveCommand, PIC_PORTS_PER_RANGE],
+  [PicPort.MasterElcr, PIC_PORTS_PER_RANGE],
 ];
 /** The local APIC window (IA32_APIC_BASE's default; SDM vol. 3 §11.4.1). */
-export const LOCAL_APIC_WINDOW_BASE = 0xfee00000;
-export const LOCAL_APIC_WINDOW_BYTES = 0x1000;
+export const LOCAL_APIC_WINDOW_BASE = APIC_BASE_DEFAULT_ADDRESS >>> 0;
+export const LOCAL_APIC_WINDOW_BYTES = XAPIC_PAGE_BYTES;
+
+/** The address of xAPIC register `register` (an `ApicRegister`) in the window: 16 bytes apart (SDM §11.4.1). */
+export function localApicRegisterAddress(register: number): number {
+  return LOCAL_APIC_WINDOW_BASE + register * XAPIC_REGISTER_STRIDE;
+}
 
 class PicPortDevice implements BusDevice {
   readonly busName = 'pic';

@@ -19,17 +19,14 @@
  */
 
 import { ErrorCode, IrqChipError } from '../base/errors.ts';
-import { LOCK_WORDS, crc32, decodeSnapshot, encodeSnapshot } from '../base/shared-state.ts';
+import { highHalf, lowHalf } from '../base/integers.ts';
+import { LOCK_WORDS, SNAPSHOT_MAGIC, crc32, declaredSnapshotWords, decodeSnapshot, encodeSnapshot, snapshotKindCode } from '../base/shared-state.ts';
 
-const CONTAINER_MAGIC = 0x53515249; // 'IRQS' as a little-endian u32, as the controllers' snapshots
-const CONTAINER_KIND = 0x50494843; // 'CHIP'
+const CONTAINER_KIND = snapshotKindCode('CHIP') >>> 0;
 const CONTAINER_VERSION = 1;
 const HEADER_BYTES = 16;
 const LENGTH_BYTES = 4;
 const CHECKSUM_BYTES = 4;
-/** Where a section (a shared-state snapshot) keeps its payload word count. */
-const SECTION_WORD_COUNT_OFFSET = 12;
-const SECTION_HEADER_BYTES = 16;
 
 function reject(why: string): never {
   throw new IrqChipError(ErrorCode.EINVAL, `chip snapshot rejected: ${why}`);
@@ -40,7 +37,7 @@ export function encodeChipSnapshot(sections: readonly Uint8Array[]): Uint8Array 
   const bodyBytes = sections.reduce((total, section) => total + LENGTH_BYTES + section.length, 0);
   const bytes = new Uint8Array(HEADER_BYTES + bodyBytes + CHECKSUM_BYTES);
   const view = new DataView(bytes.buffer);
-  view.setUint32(0, CONTAINER_MAGIC, true);
+  view.setUint32(0, SNAPSHOT_MAGIC, true);
   view.setUint32(4, CONTAINER_KIND, true);
   view.setUint32(8, CONTAINER_VERSION, true);
   view.setUint32(12, sections.length, true);
@@ -64,7 +61,7 @@ export function decodeChipSnapshot(bytes: Uint8Array, sectionCount: number): Uin
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const checksumAt = bytes.length - CHECKSUM_BYTES;
   if (view.getUint32(checksumAt, true) !== crc32(bytes.subarray(0, checksumAt))) reject('checksum mismatch');
-  if (view.getUint32(0, true) !== CONTAINER_MAGIC) reject('bad magic');
+  if (view.getUint32(0, true) !== SNAPSHOT_MAGIC) reject('bad magic');
   if (view.getUint32(4, true) !== CONTAINER_KIND) reject('not a chip snapshot');
   if (view.getUint32(8, true) !== CONTAINER_VERSION) reject(`layout version ${view.getUint32(8, true)} is not ${CONTAINER_VERSION}`);
   const count = view.getUint32(12, true);
@@ -94,8 +91,7 @@ export function encodeWordSection(kind: string, version: number, words: Int32Arr
  * checked against its size). Truncated, foreign or corrupted bytes throw EINVAL.
  */
 export function decodeWordSection(bytes: Uint8Array, kind: string, version: number): Int32Array {
-  if (bytes.length < SECTION_HEADER_BYTES) reject(`section ${kind} truncated`);
-  const wordCount = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(SECTION_WORD_COUNT_OFFSET, true);
+  const wordCount = declaredSnapshotWords(bytes) ?? reject(`section ${kind} truncated`);
   return decodeSnapshot(bytes, kind, version, wordCount);
 }
 
@@ -111,11 +107,7 @@ export function scratchDescriptor<Descriptor extends { readonly buffer: SharedAr
   return { ...descriptor, buffer: copy };
 }
 
-/** A u64 event count as two words (low, high). */
+/** A u64 event count as two words (low, high); `joinHalves` reads it back. */
 export function countWords(count: bigint): [number, number] {
-  return [Number(count & 0xffffffffn) | 0, Number(count >> 32n) | 0];
-}
-
-export function countOfWords(low: number, high: number): bigint {
-  return (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
+  return [lowHalf(count), highHalf(count)];
 }

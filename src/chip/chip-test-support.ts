@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { VirtualClock } from '../base/clock.ts';
 import { releaseLock, tryAcquireLock } from '../base/shared-state.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
-import { Bus } from './bus.ts';
+import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from './bus.ts';
 import { IrqAllocator } from './irq-allocator.ts';
 import { SimVcpu, type SimVcpuOptions } from './sim-vcpu.ts';
 import type { SipiStart } from '../x86/lapic/local-apic.ts';
@@ -14,8 +14,6 @@ import type { IrqEventIndex, IrqEventSource } from './types.ts';
 import { UserspaceIrqChip, type UserspaceIrqChipOptions } from './userspace-irq-chip.ts';
 import type { Vcpu } from './vcpu.ts';
 
-export const IO_ADDRESS_LIMIT = 0x10000;
-export const MMIO_ADDRESS_LIMIT = 2 ** 52;
 const IOAPIC_BASE = 0xfec00000;
 const APIC_BASE = 0xfee00000;
 const APIC_SVR = 0xf0;

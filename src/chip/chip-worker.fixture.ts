@@ -4,8 +4,7 @@
  * has taken `expected` interrupts or is kicked with nothing left to take.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Bus } from './bus.ts';
-import { IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from './chip-test-support.ts';
+import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from './bus.ts';
 import { IrqAllocator } from './irq-allocator.ts';
 import { SimVcpu } from './sim-vcpu.ts';
 import { UserspaceIrqChip, type UserspaceIrqChipDescriptor } from './userspace-irq-chip.ts';

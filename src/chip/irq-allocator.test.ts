@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { rejectsWith } from '../x86/controller-test-support.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { FIRST_ALLOCATABLE_IRQ, IrqAllocator, LAST_ALLOCATABLE_IRQ } from './irq-allocator.ts';
 
 test('hands out GSIs from 9 upwards, one at a time', () => {

@@ -11,21 +11,21 @@
  */
 
 import { PIC_PINS_PER_CHIP } from '../routing/irq-route.ts';
+import { ApicRegister, XAPIC_ID_SHIFT } from '../x86/lapic/apic-registers.ts';
 import type { SipiStart } from '../x86/lapic/local-apic.ts';
+import { OCW2_EOI } from '../x86/pic/pic-chip.ts';
 import { PicPort } from '../x86/pic/pic.ts';
 import type { Bus } from './bus.ts';
-import { LOCAL_APIC_WINDOW_BASE } from './chip-bus-devices.ts';
+import { localApicRegisterAddress } from './chip-bus-devices.ts';
 import type { IrqChip } from './irq-chip.ts';
 import type { Vcpu } from './vcpu.ts';
 
 /** The local APIC's EOI register (SDM vol. 3 §11.8.5) and ICR halves (§11.6.1). */
-const LOCAL_APIC_EOI = LOCAL_APIC_WINDOW_BASE + 0xb0;
-const LOCAL_APIC_ICR_LOW = LOCAL_APIC_WINDOW_BASE + 0x300;
-const LOCAL_APIC_ICR_HIGH = LOCAL_APIC_WINDOW_BASE + 0x310;
-/** xAPIC ICR high: destination in bits 31:24. */
-const ICR_DESTINATION_SHIFT = 24;
+const LOCAL_APIC_EOI = localApicRegisterAddress(ApicRegister.EndOfInterrupt);
+const LOCAL_APIC_ICR_LOW = localApicRegisterAddress(ApicRegister.InterruptCommand);
+const LOCAL_APIC_ICR_HIGH = localApicRegisterAddress(ApicRegister.InterruptCommandHigh);
 /** OCW2 non-specific EOI (8259A datasheet, OCW2 R/SL/EOI = 001). */
-const PIC_NON_SPECIFIC_EOI = 0x20;
+const PIC_NON_SPECIFIC_EOI = OCW2_EOI;
 
 /** What a handler can do: the guest's port and MMIO accesses, and the usual ways to end an interrupt. */
 export interface SimGuest {
@@ -94,7 +94,7 @@ export class SimVcpu implements Vcpu {
         options.mmioBus.write(LOCAL_APIC_EOI, 4, 0, accessor);
       },
       sendIpi: (destinationApicId, commandLow) => {
-        options.mmioBus.write(LOCAL_APIC_ICR_HIGH, 4, destinationApicId << ICR_DESTINATION_SHIFT, accessor);
+        options.mmioBus.write(LOCAL_APIC_ICR_HIGH, 4, destinationApicId << XAPIC_ID_SHIFT, accessor);
         options.mmioBus.write(LOCAL_APIC_ICR_LOW, 4, commandLow, accessor);
       },
       eoiPic: (irq) => {

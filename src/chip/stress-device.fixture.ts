@@ -17,13 +17,13 @@
  *   after its EOI (or after an unmask that found the line held) ends the outstanding trigger.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { seededRandom } from '../base/seeded-random.ts';
 import { Event } from '../event/event.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { IrqSourceChip, msiIrqRoute } from '../routing/irq-route.ts';
 import { IOAPIC_DEFAULT_BASE_ADDRESS, IoapicMmioOffset, IoapicRegisterIndex } from '../x86/ioapic/ioapic.ts';
 import { RTE_DESTINATION_SHIFT, RTE_MASKED, RTE_TRIGGER_LEVEL } from '../x86/ioapic/redirection-entry.ts';
-import { Bus } from './bus.ts';
-import { IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from './chip-test-support.ts';
+import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from './bus.ts';
 import { IrqAllocator } from './irq-allocator.ts';
 import {
   GuestLock,
@@ -31,7 +31,6 @@ import {
   SourceKind,
   StressControl,
   msiAddressFor,
-  seededRandom,
   type StressDeviceData,
   type StressDeviceReport,
   type StressSource,

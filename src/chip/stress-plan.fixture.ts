@@ -8,7 +8,7 @@
  * run is many sources in parallel rather than one source fast.
  */
 
-import { LOCK_WORDS, acquireLock, allocateStateWords, releaseLock } from '../base/shared-state.ts';
+import { LOCK_WORDS, allocateStateWords, withLock } from '../base/shared-state.ts';
 import type { IrqEdgeEventDescriptor, IrqLevelEventDescriptor } from '../event/irq-event.ts';
 import type { EventDescriptor } from '../event/event.ts';
 import type { SimGuest } from './sim-vcpu.ts';
@@ -241,12 +241,7 @@ export class GuestLock {
   }
 
   run<T>(body: () => T): T {
-    acquireLock(this.words);
-    try {
-      return body();
-    } finally {
-      releaseLock(this.words);
-    }
+    return withLock(this.words, body);
   }
 }
 
@@ -276,18 +271,6 @@ export const PIC_IRQS_PER_CHIP = 8;
 
 export function picVectorOf(irq: number): number {
   return irq < PIC_IRQS_PER_CHIP ? PIC_MASTER_VECTOR_BASE + irq : PIC_SLAVE_VECTOR_BASE + irq - PIC_IRQS_PER_CHIP;
-}
-
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32), so a run's choices can be replayed from its seed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 // ---------------------------------------------------------------------------------------------

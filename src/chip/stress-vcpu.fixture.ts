@@ -11,8 +11,7 @@
  * chain has exactly one IPI in flight.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { Bus } from './bus.ts';
-import { IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from './chip-test-support.ts';
+import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from './bus.ts';
 import { IrqAllocator } from './irq-allocator.ts';
 import { SimVcpu, type SimGuest } from './sim-vcpu.ts';
 import {

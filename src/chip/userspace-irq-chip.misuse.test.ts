@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { IrqSourceChip, msiIrqRoute, type IrqRoute } from '../routing/irq-route.ts';
-import { rejectsWith } from '../x86/controller-test-support.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { ScriptedVcpu, TEST_SOURCE, makeMachine, registerEdge, registerLevel, type TestMachine } from './chip-test-support.ts';
 import type { MPState } from './types.ts';
 import { UserspaceIrqChip, type UserspaceIrqChipDescriptor } from './userspace-irq-chip.ts';

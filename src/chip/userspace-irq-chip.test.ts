@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { IrqChipError } from '../base/errors.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { IrqSourceChip, ioapicIrqRoute, msiIrqRoute } from '../routing/irq-route.ts';
 import { initialisePic, makeMachine, programIoapicPin, type TestMachine } from './chip-test-support.ts';
@@ -15,7 +15,6 @@ function cpu(machine: TestMachine, id: number): SimVcpu {
   assert.ok(vcpu, `vCPU ${id} exists`);
   return vcpu;
 }
-const errorWithCode = (code: string) => (error: unknown) => error instanceof IrqChipError && error.code === code;
 
 describe('UserspaceIrqChip: one interrupt from device to guest and back', () => {
   test('edge event through the IOAPIC: delivered once per pulse; signals before servicing coalesce', () => {
@@ -112,7 +111,7 @@ describe('UserspaceIrqChip: one interrupt from device to guest and back', () => 
     const before = chip.routes();
     assert.throws(() => {
       chip.setIrqRoutes([ioapicIrqRoute(5), msiIrqRoute(5, 0xfee00000n, 0x40)]);
-    }, errorWithCode('EINVAL'));
+    }, rejectsWith('EINVAL'));
     assert.deepEqual(chip.routes(), before);
   });
 
@@ -123,10 +122,10 @@ describe('UserspaceIrqChip: one interrupt from device to guest and back', () => 
 
   test('unknown vCPUs are ENOENT; the stopped MP state is EINVAL on x86', () => {
     const chip = UserspaceIrqChip.create({ vcpuCount: 2 });
-    assert.throws(() => chip.getMpState(2), errorWithCode('ENOENT'));
+    assert.throws(() => chip.getMpState(2), rejectsWith('ENOENT'));
     assert.throws(() => {
       chip.setMpState(0, 'stopped');
-    }, errorWithCode('EINVAL'));
+    }, rejectsWith('EINVAL'));
     assert.equal(chip.getMpState(1), 'uninitialized');
     assert.equal(chip.getMpState(0), 'runnable');
   });

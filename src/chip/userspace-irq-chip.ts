@@ -47,7 +47,8 @@
 
 import { HostClock, type Clock } from '../base/clock.ts';
 import { ErrorCode, IrqChipError, check, checkRange } from '../base/errors.ts';
-import { LOCK_WORDS, acquireLock, allocateStateWords, releaseLock } from '../base/shared-state.ts';
+import { highHalf, joinHalves, lowHalf } from '../base/integers.ts';
+import { LOCK_WORDS, allocateStateWords, withLock } from '../base/shared-state.ts';
 import { threadMayBlock } from '../base/thread.ts';
 import type { MessagePort } from 'node:worker_threads';
 import { EVENT_COUNTER_MAX, Event } from '../event/event.ts';
@@ -61,7 +62,7 @@ import { LocalApic, MpState, NO_INTERRUPT, type LocalApicDescriptor } from '../x
 import { PIC_IRQS, PicPair, type PicPairDescriptor } from '../x86/pic/pic.ts';
 import type { Bus } from './bus.ts';
 import { placeControllersOnBuses } from './chip-bus-devices.ts';
-import { countOfWords, countWords, decodeChipSnapshot, decodeWordSection, encodeChipSnapshot, encodeWordSection, scratchDescriptor } from './chip-snapshot.ts';
+import { countWords, decodeChipSnapshot, decodeWordSection, encodeChipSnapshot, encodeWordSection, scratchDescriptor } from './chip-snapshot.ts';
 import type { IrqAllocator } from './irq-allocator.ts';
 import type { IrqChip, IrqEventToken } from './irq-chip.ts';
 import { IrqEventRegistry } from './irq-event-registry.ts';
@@ -371,7 +372,7 @@ export class UserspaceIrqChip implements IrqChip {
       const result =
         source.kind === 'msi'
           ? this.sendMsi(source, level)
-          : (this.withLineLock(() => this.driveLine(lineOf(source.chip, source.pin), LINE_SOURCE_SERVICE_IRQ, level)) ?? -1);
+          : (withLock(this.parts.words, () => this.driveLine(lineOf(source.chip, source.pin), LINE_SOURCE_SERVICE_IRQ, level)) ?? -1);
       // KVM's combination (x86-controllers.md §5.5): negative results are ignored, the rest summed.
       if (result >= 0) status = Math.max(status, 0) + result;
     }
@@ -522,7 +523,7 @@ export class UserspaceIrqChip implements IrqChip {
   snapshot(): Uint8Array {
     const { words, pic, ioapic, bus, localApics } = this.parts;
     return encodeChipSnapshot([
-      encodeWordSection(LINE_SECTION, CHIP_SECTION_VERSION, this.withLineLock(() => words.slice(PIC_LINES, KICKS))),
+      encodeWordSection(LINE_SECTION, CHIP_SECTION_VERSION, withLock(this.parts.words, () => words.slice(PIC_LINES, KICKS))),
       pic.snapshot(),
       ioapic.snapshot(),
       bus.snapshot(),
@@ -596,7 +597,7 @@ export class UserspaceIrqChip implements IrqChip {
       const resampled = wired[PIC_IRQS + pin] === 1;
       if (ioapic.isPinResampled(pin) !== resampled) ioapic.setPinResampled(pin, resampled);
     }
-    this.withLineLock(() => {
+    withLock(this.parts.words, () => {
       for (let line = 0; line < LINE_COUNT; line++) {
         const held = ((this.parts.words[PIC_LINES + line] ?? 0) & LINE_SOURCE_LEVEL_EVENTS) !== 0;
         if (held && wired[line] === 0) this.driveLine(line, LINE_SOURCE_LEVEL_EVENTS, false);
@@ -629,7 +630,7 @@ export class UserspaceIrqChip implements IrqChip {
       }
       if (ioapicOnly && source.chip !== IrqSourceChip.Ioapic) continue;
       const line = lineOf(source.chip, source.pin);
-      const done = this.withLineLock(() => (level ? this.driveLine(line, LINE_SOURCE_LEVEL_EVENTS, true, true) : this.pulseLine(line)));
+      const done = withLock(this.parts.words, () => (level ? this.driveLine(line, LINE_SOURCE_LEVEL_EVENTS, true, true) : this.pulseLine(line)));
       if (done === undefined) this.defer(index);
     }
   }
@@ -679,7 +680,7 @@ export class UserspaceIrqChip implements IrqChip {
       return -1;
     }
     this.count('msisSent');
-    return this.parts.bus.deliverMsi(Number(source.address & 0xffffffffn), Number(source.address >> 32n), source.data);
+    return this.parts.bus.deliverMsi(lowHalf(source.address) >>> 0, highHalf(source.address) >>> 0, source.data);
   }
 
   /**
@@ -693,7 +694,7 @@ export class UserspaceIrqChip implements IrqChip {
     for (const gsi of table.gsisOfPin(chip, pin)) {
       const levelEvents = registry.levelEventsOn(gsi);
       if (levelEvents.length === 0) continue;
-      this.withLineLock(() => {
+      withLock(this.parts.words, () => {
         for (const source of table.sources(gsi)) {
           if (source.kind === 'irqchip') this.driveLine(lineOf(source.chip, source.pin), LINE_SOURCE_LEVEL_EVENTS, false);
         }
@@ -762,8 +763,8 @@ export class UserspaceIrqChip implements IrqChip {
       const entry = registry.slot(index);
       const flags = entry === undefined ? 0 : SLOT_OCCUPIED | (entry.resample === undefined ? 0 : SLOT_LEVEL);
       if (words[at] !== flags || words[at + 1] !== (entry?.gsi ?? 0)) rejectSnapshot(`event slot ${index} is registered differently`);
-      const trigger = countOfWords(words[at + 2] ?? 0, words[at + 3] ?? 0);
-      const resample = countOfWords(words[at + 4] ?? 0, words[at + 5] ?? 0);
+      const trigger = joinHalves(words[at + 2] ?? 0, words[at + 3] ?? 0);
+      const resample = joinHalves(words[at + 4] ?? 0, words[at + 5] ?? 0);
       if (trigger > EVENT_COUNTER_MAX || resample > EVENT_COUNTER_MAX) rejectSnapshot(`event slot ${index} has an impossible count`);
       if ((entry === undefined && trigger !== 0n) || (entry?.resample === undefined && resample !== 0n)) {
         rejectSnapshot(`event slot ${index} has a count for an event it does not have`);
@@ -779,7 +780,7 @@ export class UserspaceIrqChip implements IrqChip {
   private applySnapshot(snapshot: ValidatedSnapshot): void {
     const { words, pic, ioapic, bus, localApics, routes } = this.parts;
     const section = (index: number): Uint8Array => snapshot.sections[index] ?? new Uint8Array(0);
-    this.withLineLock(() => {
+    withLock(this.parts.words, () => {
       words.set(snapshot.lines, PIC_LINES);
     });
     // The PIC first: its output is the BSP's LINT0, whose level the BSP's own section then sets.
@@ -799,22 +800,13 @@ export class UserspaceIrqChip implements IrqChip {
     const slotCount = words[0] ?? 0;
     for (const [index, entry] of registry.entries()) {
       const at = EVENT_HEADER_WORDS + index * EVENT_SLOT_WORDS;
-      entry.trigger.writeCount(countOfWords(words[at + 2] ?? 0, words[at + 3] ?? 0));
-      entry.resample?.writeCount(countOfWords(words[at + 4] ?? 0, words[at + 5] ?? 0));
+      entry.trigger.writeCount(joinHalves(words[at + 2] ?? 0, words[at + 3] ?? 0));
+      entry.resample?.writeCount(joinHalves(words[at + 4] ?? 0, words[at + 5] ?? 0));
     }
     delayed.length = 0;
     delayed.push(...words.subarray(EVENT_HEADER_WORDS + slotCount * EVENT_SLOT_WORDS));
     if (delayed.length > 0) delayedToken.signal();
     else delayedToken.tryRead();
-  }
-
-  private withLineLock<T>(body: () => T): T {
-    acquireLock(this.parts.words);
-    try {
-      return body();
-    } finally {
-      releaseLock(this.parts.words);
-    }
   }
 
   private count(name: ChipCounterName): void {

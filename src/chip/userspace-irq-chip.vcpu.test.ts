@@ -5,11 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Bus } from './bus.ts';
+import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from './bus.ts';
 import {
-  IO_ADDRESS_LIMIT,
   LocalApicOffset,
-  MMIO_ADDRESS_LIMIT,
   ScriptedVcpu,
   makeMachine,
   sendIpi,

@@ -14,6 +14,7 @@
  */
 
 import { parentPort, workerData } from 'node:worker_threads';
+import { seededRandom } from '../base/seeded-random.ts';
 import { UserspaceIrqChip } from '../chip/userspace-irq-chip.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { DevicePhase, MachineMemory, type DevicesReport, type DevicesWorkerData } from './machine-layout.ts';
@@ -26,17 +27,6 @@ const BURST_PROBABILITY = 0.2;
 const MAX_BURST = 3;
 /** Longest sleep between looks at the schedule and the NIC's resample event. */
 const POLL_MS = 0.2;
-
-/** mulberry32: a small seeded generator, so a run's schedule can be repeated. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = Math.imul(state ^ (state >>> 15), state | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /** Arrivals of one source: exponential gaps (a Poisson process), now and then a burst of 2–3. */
 class ArrivalSchedule {

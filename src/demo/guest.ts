@@ -11,7 +11,8 @@
  * is left.
  */
 
-import { LOCAL_APIC_WINDOW_BASE } from '../chip/chip-bus-devices.ts';
+import type { BusDevice } from '../chip/bus.ts';
+import { localApicRegisterAddress } from '../chip/chip-bus-devices.ts';
 import type { SimGuest } from '../chip/sim-vcpu.ts';
 import { IOAPIC_DEFAULT_BASE_ADDRESS, IoapicMmioOffset, IoapicRegisterIndex } from '../x86/ioapic/ioapic.ts';
 import { RTE_POLARITY_ACTIVE_LOW, RTE_TRIGGER_LEVEL } from '../x86/ioapic/redirection-entry.ts';
@@ -23,9 +24,11 @@ import {
   SVR_APIC_ENABLED,
   TimerMode,
   XAPIC_ID_SHIFT,
-  XAPIC_REGISTER_STRIDE,
 } from '../x86/lapic/apic-registers.ts';
 import { DeliveryMode } from '../x86/interrupt-message.ts';
+import { CASCADE_PIN } from '../x86/pic/pic-chip.ts';
+import { picPairInitialisationWrites } from '../x86/pic/pic-init.ts';
+import { PicPort } from '../x86/pic/pic.ts';
 import {
   APPLICATION_PROCESSORS,
   DEVICE_VCPU,
@@ -42,11 +45,10 @@ import {
   type MachineMemory,
 } from './machine-layout.ts';
 
-const apicRegister = (register: number): number => LOCAL_APIC_WINDOW_BASE + register * XAPIC_REGISTER_STRIDE;
-const APIC_SVR = apicRegister(ApicRegister.SpuriousVector);
-const APIC_LVT_TIMER = apicRegister(ApicRegister.LvtTimer);
-const APIC_TIMER_INITIAL_COUNT = apicRegister(ApicRegister.TimerInitialCount);
-const APIC_TIMER_DIVIDE = apicRegister(ApicRegister.TimerDivideConfiguration);
+const APIC_SVR = localApicRegisterAddress(ApicRegister.SpuriousVector);
+const APIC_LVT_TIMER = localApicRegisterAddress(ApicRegister.LvtTimer);
+const APIC_TIMER_INITIAL_COUNT = localApicRegisterAddress(ApicRegister.TimerInitialCount);
+const APIC_TIMER_DIVIDE = localApicRegisterAddress(ApicRegister.TimerDivideConfiguration);
 /** SVR: APIC software-enabled, spurious vector 0xFF (SDM §11.9). */
 const SVR_ENABLED_SPURIOUS_FF = SVR_APIC_ENABLED | 0xff;
 /** TDCR 1011b: divide by 1, so with the 1 ns bus cycle the count is in ns (SDM Figure 11-10). */
@@ -55,14 +57,6 @@ const TIMER_DIVIDE_BY_1 = 0xb;
 const IOAPIC_REGISTER_SELECT = IOAPIC_DEFAULT_BASE_ADDRESS + IoapicMmioOffset.RegisterSelect;
 const IOAPIC_WINDOW = IOAPIC_DEFAULT_BASE_ADDRESS + IoapicMmioOffset.Window;
 
-const PIC_MASTER_COMMAND = 0x20;
-const PIC_MASTER_DATA = 0x21;
-const PIC_SLAVE_COMMAND = 0xa0;
-const PIC_SLAVE_DATA = 0xa1;
-/** ICW1: ICW4 follows, cascade, edge-triggered; ICW3: slave on master IR2; ICW4: 8086 mode, normal EOI. */
-const ICW1_CASCADE_WITH_ICW4 = 0x11;
-const CASCADE_IRQ = 2;
-const ICW4_8086 = 0x01;
 const ALL_MASKED = 0xff;
 
 /** How long the BSP waits for an application processor to come up. */
@@ -94,17 +88,11 @@ export function enableLocalApic(guest: SimGuest): void {
  */
 export function programControllers(guest: SimGuest): void {
   enableLocalApic(guest);
-  for (const [command, data, vectorBase, icw3] of [
-    [PIC_MASTER_COMMAND, PIC_MASTER_DATA, Vector.PicMasterBase, 1 << CASCADE_IRQ],
-    [PIC_SLAVE_COMMAND, PIC_SLAVE_DATA, Vector.PicSlaveBase, CASCADE_IRQ],
-  ] as const) {
-    guest.outb(command, ICW1_CASCADE_WITH_ICW4);
-    guest.outb(data, vectorBase);
-    guest.outb(data, icw3);
-    guest.outb(data, ICW4_8086);
+  for (const [port, value] of picPairInitialisationWrites({ masterVectorBase: Vector.PicMasterBase, slaveVectorBase: Vector.PicSlaveBase })) {
+    guest.outb(port, value);
   }
-  guest.outb(PIC_MASTER_DATA, ALL_MASKED & ~(1 << UART_IRQ) & ~(1 << CASCADE_IRQ));
-  guest.outb(PIC_SLAVE_DATA, ALL_MASKED);
+  guest.outb(PicPort.MasterData, ALL_MASKED & ~(1 << UART_IRQ) & ~(1 << CASCADE_PIN));
+  guest.outb(PicPort.SlaveData, ALL_MASKED);
 
   // 82093AA §3.2.4: the destination (high half) first, then the low half, which unmasks.
   const redirectionEntry = IoapicRegisterIndex.RedirectionTable + 2 * NIC_GSI;
@@ -134,7 +122,6 @@ export function startApplicationProcessors(guest: SimGuest, memory: MachineMemor
     if (!memory.waitApOnline(ap, AP_STARTUP_TIMEOUT_MS)) throw new Error(`vCPU ${ap} did not start within ${AP_STARTUP_TIMEOUT_MS} ms`);
   }
 }
-
 
 /**
  * The guest's interrupt handlers, one table for every vCPU (each takes only what was routed to it).
@@ -170,7 +157,7 @@ export function handleInterrupt(vector: number, guest: SimGuest, tally: GuestTal
 }
 
 /** The NIC's registers on a vCPU thread's MMIO bus, over the NIC's state in shared memory. */
-export class NicRegisters {
+export class NicRegisters implements BusDevice {
   readonly busName = 'demo-nic';
   constructor(private readonly memory: MachineMemory) {}
 

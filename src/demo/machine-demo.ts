@@ -19,7 +19,8 @@
 
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Worker } from 'node:worker_threads';
-import { Bus } from '../chip/bus.ts';
+import { joinHalves } from '../base/integers.ts';
+import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../chip/bus.ts';
 import { IrqAllocator } from '../chip/irq-allocator.ts';
 import { UserspaceIrqChip } from '../chip/userspace-irq-chip.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
@@ -224,10 +225,10 @@ interface Machine {
 function buildMachine(): Machine {
   const chip = UserspaceIrqChip.create({ vcpuCount: VCPU_COUNT });
   const allocator = new IrqAllocator();
-  chip.finalizeDevices(allocator, new Bus('io', 0x10000), new Bus('mmio', 2 ** 52));
+  chip.finalizeDevices(allocator, new Bus('io', IO_ADDRESS_LIMIT), new Bus('mmio', MMIO_ADDRESS_LIMIT));
   const msiGsi = allocator.allocate();
   const msi = encodeMsi(interruptMessage({ destination: DEVICE_VCPU, vector: Vector.Msi }));
-  chip.routeIrq(msiIrqRoute(msiGsi, (BigInt(msi.addressHigh) << 32n) | BigInt(msi.addressLow), msi.data));
+  chip.routeIrq(msiIrqRoute(msiGsi, joinHalves(msi.addressLow, msi.addressHigh), msi.data));
   const uart = new IrqEdgeEvent();
   const nic = new IrqLevelEvent();
   chip.registerEdgeIrqEvent(UART_IRQ, uart, { deviceId: 1, queueId: 0, deviceName: 'uart' });

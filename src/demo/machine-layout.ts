@@ -7,6 +7,7 @@
 
 import type { IrqEdgeEventDescriptor, IrqLevelEventDescriptor } from '../event/irq-event.ts';
 import type { UserspaceIrqChipDescriptor } from '../chip/userspace-irq-chip.ts';
+import { SPURIOUS_PIN } from '../x86/pic/pic-chip.ts';
 
 /** vCPU 0 is the bootstrap processor: it programs the machine and owns the timer and the 8259A's ExtINT. */
 export const BSP = 0;
@@ -31,7 +32,7 @@ export const Vector = {
 /** ISA IRQ of the UART (COM1's), through the 8259A. */
 export const UART_IRQ = 4;
 /** The 8259A's spurious IRQ 7: an INTA that found no request answers with IR7's vector and sets no ISR bit. */
-export const PIC_SPURIOUS_IRQ = 7;
+export const PIC_SPURIOUS_IRQ = SPURIOUS_PIN;
 /** GSI of the NIC's PCI INTA#: IOAPIC pin 16, the first pin the default table gives the IOAPIC alone. */
 export const NIC_GSI = 16;
 /** SIPI vector: the application processors start at 0x10000 (vector × 4 KiB). */

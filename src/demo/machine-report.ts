@@ -95,7 +95,7 @@ export const Rule = {
   RemoteIrr: 'line asserted, awaiting EOI',
 } as const;
 
-export const RULE_EXPLANATIONS: Readonly<Record<string, string>> = {
+const RULE_EXPLANATIONS: Readonly<Record<string, string>> = {
   [Rule.LateTimerExpiries]: 'periodic expiries processed late give one interrupt (SDM §11.5.4; no catch-up burst)',
   [Rule.IrrAlreadySet]: "a fixed interrupt whose vector is already requested in the target's IRR (SDM §11.8.4)",
   [Rule.SipiIgnored]: 'a SIPI to a processor not waiting for one, or replaced by a later one, is ignored (SDM §9.4.4)',
@@ -252,7 +252,7 @@ type Cell = string | number;
  * Formats rows of one shape as an aligned text table, columns in the order of the first row's
  * keys; numbers are right-aligned.
  */
-export function formatTable(rows: readonly Readonly<Record<string, Cell>>[]): string {
+function formatTable(rows: readonly Readonly<Record<string, Cell>>[]): string {
   const header = Object.keys(rows[0] ?? {});
   const cells = rows.map((row) => header.map((key) => row[key] ?? ''));
   const widths = header.map((title, column) => Math.max(title.length, ...cells.map((cell) => String(cell[column] ?? '').length)));

@@ -8,7 +8,7 @@
  */
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { Bus } from '../chip/bus.ts';
+import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../chip/bus.ts';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import { IrqAllocator } from '../chip/irq-allocator.ts';
 import { SimVcpu } from '../chip/sim-vcpu.ts';
@@ -16,9 +16,6 @@ import { UserspaceIrqChip } from '../chip/userspace-irq-chip.ts';
 import type { SipiStart } from '../x86/lapic/local-apic.ts';
 import { enableLocalApic, handleInterrupt, newGuestTally, NicRegisters, programControllers, startApplicationProcessors, startTimer } from './guest.ts';
 import { BSP, MachineMemory, NIC_MMIO_BASE, NIC_MMIO_BYTES, type VcpuMessage, type VcpuReport, type VcpuWorkerData } from './machine-layout.ts';
-
-const IO_ADDRESS_LIMIT = 0x10000;
-const MMIO_ADDRESS_LIMIT = 2 ** 52;
 
 /** A SimVcpu that also counts the start-up it received and the HLTs it executed. */
 class DemoVcpu extends SimVcpu {

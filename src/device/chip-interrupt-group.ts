@@ -29,7 +29,8 @@
  */
 
 import { ErrorCode, IrqChipError, check } from '../base/errors.ts';
-import { acquireLock, releaseLock } from '../base/shared-state.ts';
+import { isU32 } from '../base/integers.ts';
+import { acquireLock, releaseLock, withLock } from '../base/shared-state.ts';
 import type { IrqEventSource } from '../chip/types.ts';
 import { Event } from '../event/event.ts';
 import { ChipIrqFd, type DeviceInterruptChip } from './device-chip.ts';
@@ -69,12 +70,6 @@ export interface GroupContext {
   readonly gsis: GsiSource;
   /** Who registers the notifier events; `queueId` is replaced by the source's index. */
   readonly source: IrqEventSource;
-}
-
-const MAX_U32 = 0xffffffff;
-
-function isUint32(value: unknown): value is number {
-  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_U32;
 }
 
 export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGroup {
@@ -132,7 +127,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
     const unmasked = this.indexes().filter((index) => (this.flags(index) & SOURCE_MASKED) === 0);
     this.allocateGsis(unmasked);
     this.context.routes.batch(() => {
-      this.locked(() => {
+      withLock(this.words, () => {
         configs.forEach((config, index) => {
           this.storeConfig(index, config);
         });
@@ -147,7 +142,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
     if (!this.enabled) return;
     const freed: number[] = [];
     this.context.routes.batch(() => {
-      this.locked(() => {
+      withLock(this.words, () => {
         this.words[GROUP_FLAGS] = (this.words[GROUP_FLAGS] ?? 0) & ~GROUP_ENABLED;
         for (const index of this.indexes()) {
           this.goDormantLocked(index);
@@ -168,7 +163,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
     this.checkConfig(config, index);
     check(this.enabled, ErrorCode.EINVAL, 'update before enable: the interrupt source group is not enabled');
     this.context.routes.batch(() => {
-      this.locked(() => {
+      withLock(this.words, () => {
         this.storeConfig(index, config);
       });
       // A masked source's route is brought up to date when it is next unmasked (scheduleLive).
@@ -187,7 +182,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
     if (irqfd === undefined) {
       const created = new ChipIrqFd(this.context.chip, Event.create(), { ...this.context.source, queueId: index });
       this.notifiers[index] = created;
-      this.locked(() => {
+      withLock(this.words, () => {
         if ((this.flags(index) & SOURCE_LIVE) !== 0) created.arm(this.gsi(index));
       });
       irqfd = created;
@@ -212,7 +207,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
     checkSourceIndex(index, this.len());
     if ((this.flags(index) & SOURCE_MASKED) === 0) return;
     if (!this.enabled) {
-      this.locked(() => {
+      withLock(this.words, () => {
         this.setFlags(index, this.flags(index) & ~SOURCE_MASKED);
       });
       return;
@@ -278,7 +273,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
   destroy(): void {
     this.checkAlive();
     check(!this.enabled, ErrorCode.EBUSY, 'disable the interrupt source group before destroying it');
-    this.locked(() => {
+    withLock(this.words, () => {
       this.words[GROUP_FLAGS] = (this.words[GROUP_FLAGS] ?? 0) | GROUP_DESTROYED;
     });
   }
@@ -294,7 +289,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
     check(kind === this.type, ErrorCode.EINVAL, () => `config ${index}: a ${this.type} group takes ${this.type} configs, got ${String(kind)}`);
     if (config.kind !== 'msi') return;
     check(
-      isUint32(config.addressLow) && isUint32(config.addressHigh) && isUint32(config.data),
+      hasU32MessageWords(config),
       ErrorCode.EINVAL,
       () => `config ${index}: MSI address low, address high and data must be unsigned 32-bit integers`,
     );
@@ -317,7 +312,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
       for (const [, gsi] of taken) this.context.gsis.release(gsi);
       throw error;
     }
-    this.locked(() => {
+    withLock(this.words, () => {
       for (const [index, gsi] of taken) this.words[sourceWord(index, SourceWord.Gsi)] = gsi;
     });
   }
@@ -352,7 +347,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
       return;
     }
     this.context.routes.setMsi(this.gsi(index), addressLow, addressHigh, data);
-    this.locked(() => {
+    withLock(this.words, () => {
       this.words[sourceWord(index, SourceWord.RouteAddressLow)] = addressLow;
       this.words[sourceWord(index, SourceWord.RouteAddressHigh)] = addressHigh;
       this.words[sourceWord(index, SourceWord.RouteData)] = data;
@@ -415,20 +410,16 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
   private indexes(): number[] {
     return Array.from({ length: this.len() }, (_, index) => index);
   }
-
-  private locked<T>(body: () => T): T {
-    acquireLock(this.words);
-    try {
-      return body();
-    } finally {
-      releaseLock(this.words);
-    }
-  }
 }
 
 /** An MSI config from a table entry's three message words. */
 export function msiConfig(addressLow: number, addressHigh: number, data: number): MsiIrqSourceConfig {
   return { kind: 'msi', addressLow: addressLow >>> 0, addressHigh: addressHigh >>> 0, data: data >>> 0 };
+}
+
+/** Whether an MSI config's address halves and data are unsigned 32-bit integers, as a table entry holds them (JavaScript callers may pass anything). */
+export function hasU32MessageWords(config: MsiIrqSourceConfig): boolean {
+  return isU32(config.addressLow) && isU32(config.addressHigh) && isU32(config.data);
 }
 
 /** Whether `error` is the chip's answer that a GSI budget is spent. */

@@ -42,10 +42,6 @@ export class ChipIrqFd {
     this.edge = IrqEdgeEvent.fromEvent(event);
   }
 
-  get armed(): boolean {
-    return this.armedGsi !== undefined;
-  }
-
   /**
    * Arms the event on `gsi`; its route must already be in place (seed-apis.md §6.2). Like KVM's
    * assign, which injects at once when the eventfd is already readable (§4.2), an event that holds

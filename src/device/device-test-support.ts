@@ -4,7 +4,7 @@
  * Not part of the package's API.
  */
 import assert from 'node:assert/strict';
-import { IrqChipError } from '../base/errors.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { makeMachine, type TestMachine } from '../chip/chip-test-support.ts';
 import { IrqAllocator } from '../chip/irq-allocator.ts';
 import type { UserspaceIrqChip } from '../chip/userspace-irq-chip.ts';
@@ -83,12 +83,9 @@ export function takenVectors(machine: TestMachine): number[] {
     .sort((a, b) => a - b);
 }
 
-/** An assert.throws matcher for an IrqChipError with `code`. */
-export const errorWithCode = (code: string) => (error: unknown) => error instanceof IrqChipError && error.code === code;
-
 /** Asserts that `action` throws IrqChipError(`code`) and that `observe()` is the same after it. */
 export function assertRefused(action: () => unknown, code: string, observe: () => unknown, what: string): void {
   const before = observe();
-  assert.throws(action, errorWithCode(code), `${what}: throws ${code}`);
+  assert.throws(action, rejectsWith(code), `${what}: throws ${code}`);
   assert.deepEqual(observe(), before, `${what}: state unchanged`);
 }

@@ -18,9 +18,10 @@ import { DEFAULT_DEVICE_GSI_BUDGET, DeviceGsiBudget, type GsiSource } from './gs
 import { InterruptSourceType } from './interrupt-source.ts';
 import { IrqFdRouteFactory, type IrqFdRoute } from './irqfd-route.ts';
 import { MsiRouteWriter, type MsiRouteWriterCounters } from './msi-route-writer.ts';
+import { MSIX_MAX_VECTORS } from './msix-capability.ts';
 
 /** The most vectors an MSI group may have: an MSI-X table's (its size field is 11 bits). */
-export const MAX_MSI_GROUP_SOURCES = 2048;
+export const MAX_MSI_GROUP_SOURCES = MSIX_MAX_VECTORS;
 
 export interface InterruptManagerOptions {
   readonly chip: DeviceInterruptChip;

@@ -17,6 +17,7 @@
  */
 
 import { ErrorCode, check } from '../base/errors.ts';
+import { highHalf, isU32, isU64, lowHalf } from '../base/integers.ts';
 import type { IrqEventSource } from '../chip/types.ts';
 import { Event } from '../event/event.ts';
 import { ChipIrqFd, type DeviceInterruptChip } from './device-chip.ts';
@@ -53,8 +54,6 @@ export interface IrqFdRouteFactoryOptions {
 }
 
 const DEFAULT_SOURCE: IrqEventSource = { deviceId: 0, queueId: 0, deviceName: 'irqfd-route' };
-const MAX_U64 = (1n << 64n) - 1n;
-const LOW_32_BITS = 0xffffffffn;
 
 /** Makes irqfd routes on a chip (openvmm `IrqFd::new_irqfd_route`). */
 export class IrqFdRouteFactory {
@@ -97,9 +96,9 @@ class ChipIrqFdRoute implements IrqFdRoute {
 
   setMsi(address: bigint, data: number): void {
     this.checkAlive();
-    check(typeof address === 'bigint' && address >= 0n && address <= MAX_U64, ErrorCode.EINVAL, () => `MSI address must be a u64 bigint, got ${String(address)}`);
-    check(Number.isInteger(data) && data >= 0 && data <= 0xffffffff, ErrorCode.EINVAL, () => `MSI data must be a u32, got ${String(data)}`);
-    const message = { addressLow: Number(address & LOW_32_BITS), addressHigh: Number(address >> 32n), data };
+    check(isU64(address), ErrorCode.EINVAL, () => `MSI address must be a u64 bigint, got ${String(address)}`);
+    check(isU32(data), ErrorCode.EINVAL, () => `MSI data must be a u32, got ${String(data)}`);
+    const message = { addressLow: lowHalf(address) >>> 0, addressHigh: highHalf(address) >>> 0, data };
     this.routes.batch(() => {
       this.routes.setMsi(this.gsi, message.addressLow, message.addressHigh, message.data);
       this.message = message;

@@ -11,6 +11,7 @@
  * `afterCommit` and runs right after it, in order.
  */
 
+import { joinHalves } from '../base/integers.ts';
 import type { IrqRoute, IrqSource } from '../routing/irq-route.ts';
 import type { DeviceInterruptChip } from './device-chip.ts';
 
@@ -54,7 +55,7 @@ export class MsiRouteWriter {
 
   /** Routes `gsi` to the MSI (address low, address high, data). */
   setMsi(gsi: number, addressLow: number, addressHigh: number, data: number): void {
-    this.changes.set(gsi, { kind: 'msi', address: (BigInt(addressHigh >>> 0) << 32n) | BigInt(addressLow >>> 0), data: data >>> 0 });
+    this.changes.set(gsi, { kind: 'msi', address: joinHalves(addressLow, addressHigh), data: data >>> 0 });
     this.commitUnlessBatching();
   }
 

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { MSIX_CAPABILITY_ID, MSIX_ENABLE, MSIX_FUNCTION_MASK, MsixCapability } from './msix-capability.ts';
 import { makeMsixRig, type MsixRig } from './msix-test-support.ts';
-import { errorWithCode, makeDeviceMachine, msiTo, runGuests, serviceSignalledEvents, takenVectors } from './device-test-support.ts';
+import { makeDeviceMachine, msiTo, runGuests, serviceSignalledEvents, takenVectors } from './device-test-support.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 
 const VECTOR_CONTROL = 12;
 
@@ -55,12 +56,12 @@ describe('MSI-X capability structure (configuration space)', () => {
   test('the constructor refuses what is not a new MSI group, and bad locations (EINVAL)', () => {
     const machine = makeDeviceMachine();
     const legacy = machine.manager.createGroup('legacy', 5, 1);
-    assert.throws(() => new MsixCapability({ group: legacy, table: { bar: 0, offset: 0 }, pba: { bar: 0, offset: 0x800 } }), errorWithCode('EINVAL'));
+    assert.throws(() => new MsixCapability({ group: legacy, table: { bar: 0, offset: 0 }, pba: { bar: 0, offset: 0x800 } }), rejectsWith('EINVAL'));
     const group = machine.manager.createGroup('msi', 0, 4);
-    assert.throws(() => new MsixCapability({ group, table: { bar: 6, offset: 0 }, pba: { bar: 0, offset: 0x800 } }), errorWithCode('EINVAL'));
-    assert.throws(() => new MsixCapability({ group, table: { bar: 0, offset: 4 }, pba: { bar: 0, offset: 0x800 } }), errorWithCode('EINVAL'));
+    assert.throws(() => new MsixCapability({ group, table: { bar: 6, offset: 0 }, pba: { bar: 0, offset: 0x800 } }), rejectsWith('EINVAL'));
+    assert.throws(() => new MsixCapability({ group, table: { bar: 0, offset: 4 }, pba: { bar: 0, offset: 0x800 } }), rejectsWith('EINVAL'));
     group.enable([msiTo(0, 0x40), msiTo(0, 0x41), msiTo(0, 0x42), msiTo(0, 0x43)]);
-    assert.throws(() => new MsixCapability({ group, table: { bar: 0, offset: 0 }, pba: { bar: 0, offset: 0x800 } }), errorWithCode('EINVAL'));
+    assert.throws(() => new MsixCapability({ group, table: { bar: 0, offset: 0 }, pba: { bar: 0, offset: 0x800 } }), rejectsWith('EINVAL'));
   });
 });
 

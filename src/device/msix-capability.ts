@@ -47,6 +47,7 @@
  */
 
 import { ErrorCode, check, checkRange } from '../base/errors.ts';
+import { allOnes } from '../base/integers.ts';
 import type { BusDevice } from '../chip/bus.ts';
 import { isOutOfGsis, msiConfig } from './chip-interrupt-group.ts';
 import { InterruptSourceType, type MsiIrqSourceConfig } from './interrupt-source.ts';
@@ -58,13 +59,14 @@ import {
   pendingBits,
   type MessageVectorGroup,
 } from './pci-capability.ts';
-import { DWORD_BYTES, QWORD_BYTES, allOnes, isConfigAccess, isNaturalAccess, loadLe32, readLanes, storeLe32, writeLanes } from './register-lanes.ts';
+import { DWORD_BYTES, QWORD_BYTES, isConfigAccess, isNaturalAccess, loadLe32, readLanes, storeLe32, writeLanes } from './register-lanes.ts';
 
 /** PCI capability ID of MSI-X. */
 export const MSIX_CAPABILITY_ID = 0x11;
 /** Bytes of the capability structure in configuration space. */
 export const MSIX_CAPABILITY_BYTES = 12;
 export const MSIX_TABLE_ENTRY_BYTES = 16;
+/** Message Control's Table Size is 11 bits, N - 1 encoded (PCI 3.0 §6.8.2.3). */
 export const MSIX_MAX_VECTORS = 2048;
 
 /** Message Control bits (PCIe §7.7.2, Message Control for MSI-X). */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { runMsixDemo } from './msix-demo.ts';
+import { runMsixDemo } from './msix-demo-test-support.ts';
 
 test('MSI-X demo: while the guest masks, unmasks and reprograms, every interrupt the device fired is taken once (or merged into a pending bit)', () => {
   for (const seed of [1, 2, 3]) {

@@ -5,10 +5,11 @@
  * (§6.8.2). Little-endian, as PCI is.
  */
 
+import { allOnes } from '../base/integers.ts';
+
 export const DWORD_BYTES = 4;
 export const QWORD_BYTES = 8;
 const BITS_PER_BYTE = 8;
-const ALL_ONES_32 = 0xffffffff;
 const CONFIG_ACCESS_SIZES = [1, 2, DWORD_BYTES] as const;
 
 /** An access of `size` bytes at `offset`: one of `sizes`, naturally aligned, inside `bytes`. */
@@ -23,8 +24,7 @@ export function isConfigAccess(offset: number, size: number, bytes: number): boo
 
 /** The bits of its DWORD an access of `size` (1, 2 or 4) at `offset` covers. */
 function laneMask(offset: number, size: number): number {
-  const bits = size >= DWORD_BYTES ? ALL_ONES_32 : (1 << (size * BITS_PER_BYTE)) - 1;
-  return (bits << ((offset & 3) * BITS_PER_BYTE)) >>> 0;
+  return (allOnes(size) << ((offset & 3) * BITS_PER_BYTE)) >>> 0;
 }
 
 /** What an access of `size` at `offset` reads of the DWORD `register`. */
@@ -36,11 +36,6 @@ export function readLanes(register: number, offset: number, size: number): numbe
 export function writeLanes(register: number, offset: number, size: number, value: number): number {
   const lanes = laneMask(offset, size);
   return ((register & ~lanes) | ((value << ((offset & 3) * BITS_PER_BYTE)) & lanes)) >>> 0;
-}
-
-/** All ones in `size` bytes: what a dropped read returns (an undriven bus). */
-export function allOnes(size: number): number {
-  return size >= DWORD_BYTES ? ALL_ONES_32 : (1 << (size * BITS_PER_BYTE)) - 1;
 }
 
 export function loadLe32(data: Uint8Array, at: number): number {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { IrqChipError } from '../base/errors.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { TestWorker } from '../testing/test-worker.ts';
 import { Event } from './event.ts';
 import type { FixtureReply, FixtureRequest } from './event-worker.fixture.ts';
@@ -57,7 +57,7 @@ test('blocking clear forms refuse to block the main thread (EAGAIN) and consume 
   level.trigger();
   level.triggerResample();
   for (const blocking of [() => { level.clearTriggerBlocking(); }, () => { level.clearResampleBlocking(); }, () => { new IrqEdgeEvent(level.getTrigger()).clearTriggerBlocking(); }]) {
-    assert.throws(blocking, (error: unknown) => error instanceof IrqChipError && error.code === 'EAGAIN');
+    assert.throws(blocking, rejectsWith('EAGAIN'));
   }
   assert.equal(level.getTrigger().readCount(), 1n);
   assert.equal(level.getResample().readCount(), 1n);
@@ -73,11 +73,11 @@ test('descriptors survive structured cloning and rebuild the same events; a wron
   assert.equal(edge.clearTrigger(), true);
   assert.throws(
     () => IrqLevelEvent.fromDescriptor(edge.descriptor() as unknown as IrqLevelEventDescriptor),
-    (error: unknown) => error instanceof IrqChipError && error.code === 'EINVAL',
+    rejectsWith('EINVAL'),
   );
   assert.throws(
     () => IrqEdgeEvent.fromDescriptor(level.descriptor() as unknown as IrqEdgeEventDescriptor),
-    (error: unknown) => error instanceof IrqChipError && error.code === 'EINVAL',
+    rejectsWith('EINVAL'),
   );
 });
 

@@ -1,22 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { IrqChipError } from '../base/errors.ts';
+import { assertIrqChipError } from '../testing/irq-chip-error.ts';
 import type { Vcpu } from '../chip/vcpu.ts';
 import { Event } from '../event/event.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { IrqSourceChip, defaultIrqRoutes, ioapicIrqRoute, msiIrqRoute, picIrqRoute } from '../routing/irq-route.ts';
 import { KvmKernelIrqChip } from './kvm-kernel-irq-chip.ts';
-import { IRQ_SOURCE, kernelChipMachine, kvmSkipReason, runPicGuest, waitForLog } from './kvm-test-support.ts';
+import { IRQ_SOURCE, kernelChipMachine, kvmSkipReason, waitForLog, withPicGuest } from './kvm-test-support.ts';
 import { KvmVcpu } from './kvm-vcpu.ts';
 import { KvmVm } from './kvm-vm.ts';
 import { OsEvent } from './os-event.ts';
 import { GUEST_IRQ, GuestLog } from './pic-test-guest.ts';
 
 const skip = kvmSkipReason('KvmKernelIrqChip on real KVM');
-
-function assertIrqChipError(action: () => unknown, code: string): void {
-  assert.throws(action, (error: unknown) => error instanceof IrqChipError && error.code === code);
-}
 
 /** A vCPU that is not KVM's: the kernel chip cannot reach its MP state. */
 const notKvmVcpu: Vcpu = {
@@ -37,8 +33,7 @@ describe('KvmKernelIrqChip delivers to a real-mode guest on KVM', { skip }, () =
     const machine = kernelChipMachine({ levelTriggered: false });
     using trigger = OsEvent.create();
     machine.chip.registerEdgeIrqEvent(GUEST_IRQ, new IrqEdgeEvent(trigger), IRQ_SOURCE);
-    const thread = await runPicGuest(machine);
-    try {
+    await withPicGuest(machine, {}, async () => {
       for (let round = 1; round <= ROUNDS; round++) {
         trigger.signal();
         await waitForLog(machine.log, GuestLog.Interrupts, round);
@@ -46,10 +41,7 @@ describe('KvmKernelIrqChip delivers to a real-mode guest on KVM', { skip }, () =
       }
       assert.equal(Atomics.load(machine.log, GuestLog.LastValue), ROUNDS);
       assert.equal(Atomics.load(machine.log, GuestLog.OutOfOrder), 0);
-    } finally {
-      await thread.stop();
-      machine.vm.close();
-    }
+    });
   });
 
   test('level: a resample irqfd on GSI 4 (ELCR bit 4) signals the resamplefd at each EOI; re-triggering while work remains gives exactly N runs', async () => {
@@ -58,8 +50,7 @@ describe('KvmKernelIrqChip delivers to a real-mode guest on KVM', { skip }, () =
     using resample = OsEvent.create();
     const level = IrqLevelEvent.fromEventPair(trigger, resample);
     machine.chip.registerLevelIrqEvent(GUEST_IRQ, level, IRQ_SOURCE);
-    const thread = await runPicGuest(machine, { resample: resample.descriptor() });
-    try {
+    await withPicGuest(machine, { resample: resample.descriptor() }, async () => {
       let resamples = 0;
       level.trigger();
       while (resamples < ROUNDS) {
@@ -74,17 +65,13 @@ describe('KvmKernelIrqChip delivers to a real-mode guest on KVM', { skip }, () =
       assert.equal(Atomics.load(machine.log, GuestLog.LastValue), ROUNDS);
       assert.equal(Atomics.load(machine.log, GuestLog.OutOfOrder), 0);
       assert.equal(Atomics.load(machine.log, GuestLog.ResampledBeforeEoi), 0, 'no resample before the EOI');
-    } finally {
-      await thread.stop();
-      machine.vm.close();
-    }
+    });
     assert.equal(Atomics.load(machine.log, GuestLog.Interrupts), ROUNDS, 'no run after the device stopped asserting');
   });
 
   test('serviceIrq(4, true/false) goes through KVM_IRQ_LINE_STATUS: each assert is delivered (status > 0) and runs the handler once', async () => {
     const machine = kernelChipMachine({ levelTriggered: false });
-    const thread = await runPicGuest(machine);
-    try {
+    await withPicGuest(machine, {}, async () => {
       for (let round = 1; round <= 50; round++) {
         assert.ok(machine.chip.serviceIrq(GUEST_IRQ, true) > 0, `assert ${round} delivered`);
         await waitForLog(machine.log, GuestLog.Interrupts, round);
@@ -93,16 +80,12 @@ describe('KvmKernelIrqChip delivers to a real-mode guest on KVM', { skip }, () =
       assert.equal(Atomics.load(machine.log, GuestLog.Interrupts), 50);
       assert.equal(Atomics.load(machine.log, GuestLog.OutOfOrder), 0);
       assert.ok(machine.chip.serviceIrq(100, true) < 0, 'a GSI without routes reaches no controller: negative status');
-    } finally {
-      await thread.stop();
-      machine.vm.close();
-    }
+    });
   });
 
   test('routeIrq pushes the table: GSI 10 routed to master pin 4 interrupts the guest through IRQ4', async () => {
     const machine = kernelChipMachine({ levelTriggered: false });
-    const thread = await runPicGuest(machine);
-    try {
+    await withPicGuest(machine, {}, async () => {
       machine.chip.routeIrq(picIrqRoute(IrqSourceChip.PicPrimary, 12));
       machine.chip.routeIrq({ gsi: 10, source: { kind: 'irqchip', chip: IrqSourceChip.PicPrimary, pin: GUEST_IRQ } });
       assert.deepEqual(
@@ -114,10 +97,7 @@ describe('KvmKernelIrqChip delivers to a real-mode guest on KVM', { skip }, () =
       await waitForLog(machine.log, GuestLog.Interrupts, 1);
       machine.chip.serviceIrq(10, false);
       assert.equal(Atomics.load(machine.log, GuestLog.LastValue), 1);
-    } finally {
-      await thread.stop();
-      machine.vm.close();
-    }
+    });
   });
 });
 

@@ -31,6 +31,7 @@
  */
 
 import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
+import { highHalf, lowHalf } from '../base/integers.ts';
 import { acquireLock, allocateStateWords, LOCK_WORDS, releaseLock } from '../base/shared-state.ts';
 import type { Bus } from '../chip/bus.ts';
 import type { IrqAllocator } from '../chip/irq-allocator.ts';
@@ -352,8 +353,8 @@ function encodeKvmRouting(routes: readonly IrqRoute[]): DataView {
     const { source } = route;
     if (source.kind === 'msi') {
       bytes.setUint32(entry + 4, KVM_IRQ_ROUTING_MSI, true);
-      bytes.setUint32(union, Number(source.address & 0xffffffffn), true);
-      bytes.setUint32(union + 4, Number(source.address >> 32n), true);
+      bytes.setUint32(union, lowHalf(source.address), true);
+      bytes.setUint32(union + 4, highHalf(source.address), true);
       bytes.setUint32(union + 8, source.data, true);
     } else {
       bytes.setUint32(entry + 4, KVM_IRQ_ROUTING_IRQCHIP, true);

@@ -56,6 +56,23 @@ export async function runPicGuest(machine: KernelChipMachine, data: Omit<PicGues
   return thread;
 }
 
+/**
+ * Runs `body` while vCPU 0 runs the guest (`runPicGuest` with `data`); then, however `body` ended,
+ * stops the vCPU and closes the VM.
+ */
+export async function withPicGuest<T>(machine: KernelChipMachine, data: Omit<PicGuestVcpuData, 'log'>, body: (thread: VcpuThread) => Promise<T>): Promise<T> {
+  try {
+    const thread = await runPicGuest(machine, data);
+    try {
+      return await body(thread);
+    } finally {
+      await thread.stop();
+    }
+  } finally {
+    machine.vm.close();
+  }
+}
+
 /** Waits until `log[word] >= value`; fails on a fatal guest exit or after a long timeout. */
 export async function waitForLog(log: Int32Array, word: number, value: number): Promise<void> {
   const deadline = performance.now() + WAIT_TIMEOUT_MS;

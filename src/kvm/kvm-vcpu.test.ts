@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import { IrqEdgeEvent } from '../event/irq-event.ts';
 import { KvmExit } from './kvm-abi.ts';
-import { IRQ_SOURCE, kernelChipMachine, kvmSkipReason, runPicGuest, waitForLog } from './kvm-test-support.ts';
+import { IRQ_SOURCE, kernelChipMachine, kvmSkipReason, runPicGuest, waitForLog, withPicGuest } from './kvm-test-support.ts';
 import { KvmVcpu } from './kvm-vcpu.ts';
 import { KvmVm } from './kvm-vm.ts';
 import { OsEvent } from './os-event.ts';
@@ -69,8 +69,7 @@ describe('VcpuThread: kicks and shutdown', { skip }, () => {
     const machine = kernelChipMachine({ levelTriggered: false });
     using trigger = OsEvent.create();
     machine.chip.registerEdgeIrqEvent(GUEST_IRQ, new IrqEdgeEvent(trigger), IRQ_SOURCE);
-    const thread = await runPicGuest(machine);
-    try {
+    await withPicGuest(machine, {}, async (thread) => {
       for (let kick = 1; kick <= 20; kick++) {
         const kicked = Atomics.load(machine.log, GuestLog.Kicked);
         thread.kick();
@@ -79,10 +78,7 @@ describe('VcpuThread: kicks and shutdown', { skip }, () => {
       trigger.signal();
       await waitForLog(machine.log, GuestLog.Interrupts, 1);
       assert.equal(Atomics.load(machine.log, GuestLog.FatalExit), 0);
-    } finally {
-      await thread.stop();
-      machine.vm.close();
-    }
+    });
   });
 
   test('stop() ends a vCPU asleep in KVM_RUN: the loop sees the stop flag, closes the vCPU, the worker ends', async () => {

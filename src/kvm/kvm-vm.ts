@@ -17,13 +17,13 @@ import { KVM_API_VERSION, KVM_USERSPACE_MEMORY_REGION_BYTES, KvmIoctl } from './
 import { O_CLOEXEC, O_RDWR, check } from './linux.ts';
 
 export const KVM_DEVICE_PATH = '/dev/kvm';
-export const PAGE_BYTES = 4096;
+const PAGE_BYTES = 4096;
 
 /**
  * Where KVM_SET_TSS_ADDR puts the three pages Intel's real-mode emulation needs (without
  * unrestricted guest): just below the 4 GiB BIOS area, as QEMU does. Guest RAM must not reach it.
  */
-export const DEFAULT_TSS_ADDRESS = 0xfffbd000;
+const DEFAULT_TSS_ADDRESS = 0xfffbd000;
 
 export interface KvmVmOptions {
   /** Guest RAM at guest-physical 0, in bytes: a whole number of pages, below the TSS pages. */

@@ -25,7 +25,7 @@ export const UV_READABLE = 1;
  */
 export const KICK_SIGNAL = 38;
 
-export const { EAGAIN, EINTR, EBADF } = constants.errno;
+export const { EAGAIN, EINTR } = constants.errno;
 
 const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, value]) => [value, name]));
 

@@ -14,14 +14,14 @@ import type { KvmVcpu } from './kvm-vcpu.ts';
 /** The GSI and ISA IRQ the guest takes: IRQ4 (COM1's line). */
 export const GUEST_IRQ = 4;
 /** The vector the master 8259A gives IRQ4 with base 0x20. */
-export const GUEST_VECTOR = 0x24;
+const GUEST_VECTOR = 0x24;
 /** The handler OUTs its running count (a word) here, before its EOI. */
 export const COUNTER_PORT = 0x10;
 /** The guest OUTs its ELCR1 value here once the PIC is programmed and the handler installed. */
 export const READY_PORT = 0x11;
 
 /** Where the code is loaded (and where execution starts), and where the handler sits. */
-export const GUEST_ENTRY = 0x1000;
+const GUEST_ENTRY = 0x1000;
 const HANDLER_ADDRESS = 0x1100;
 /** The handler's counter, a word in segment 0. */
 const COUNTER_ADDRESS = 0x0600;

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { IrqChipError } from '../base/errors.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { GsiRoutingTable } from './gsi-routing-table.ts';
 import { IrqSourceChip, defaultIrqRoutes, ioapicIrqRoute, isaIrqOfPicPin, msiIrqRoute, picIrqRoute, type IrqRoute } from './irq-route.ts';
 
-const isEinval = (error: unknown) => error instanceof IrqChipError && error.code === 'EINVAL';
+const isEinval = rejectsWith('EINVAL');
 
 test('default table: GSI 0–7 → PIC primary + IOAPIC, 8–15 → PIC secondary + IOAPIC, 16–23 → IOAPIC only', () => {
   const table = new GsiRoutingTable();

@@ -7,6 +7,7 @@
  */
 
 import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
+import { U32_MAX, isU64 } from '../base/integers.ts';
 import { IOAPIC_PIN_COUNT } from '../x86/ioapic/ioapic.ts';
 
 /** The interrupt controllers a GSI can be routed to (crosvm `IrqSourceChip`, x86 subset). */
@@ -82,8 +83,6 @@ export function isaIrqOfPicPin(chip: typeof IrqSourceChip.PicPrimary | typeof Ir
   return chip === IrqSourceChip.PicPrimary ? pin : PIC_PINS_PER_CHIP + pin;
 }
 
-const MAX_MSI_ADDRESS = (1n << 64n) - 1n;
-
 /**
  * Checks one route's fields: GSI in range, a known chip and a pin it has, MSI address a u64 and
  * data a u32. Throws EINVAL naming the problem.
@@ -92,10 +91,10 @@ export function validateRoute(route: IrqRoute, ioapicPins: number): void {
   checkRange(route.gsi, 0, MAX_GSI_COUNT - 1, 'GSI');
   const { source } = route;
   if (source.kind === 'msi') {
-    if (typeof source.address !== 'bigint' || source.address < 0n || source.address > MAX_MSI_ADDRESS) {
+    if (!isU64(source.address)) {
       throw new IrqChipError(ErrorCode.EINVAL, `GSI ${route.gsi}: MSI address must be a u64 bigint`);
     }
-    checkRange(source.data, 0, 0xffffffff, `GSI ${route.gsi}: MSI data`);
+    checkRange(source.data, 0, U32_MAX, `GSI ${route.gsi}: MSI data`);
     return;
   }
   if ((source.kind as string) !== 'irqchip') throw new IrqChipError(ErrorCode.EINVAL, `GSI ${route.gsi}: unknown source kind`);

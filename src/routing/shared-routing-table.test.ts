@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { IrqChipError } from '../base/errors.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { IrqSourceChip, defaultIrqRoutes, ioapicIrqRoute, msiIrqRoute } from './irq-route.ts';
 import { SharedRoutingTable } from './shared-routing-table.ts';
 
@@ -24,7 +24,7 @@ test('a refused change is EINVAL and changes nothing in any view; the generation
     () => {
       view.addRoute(msiIrqRoute(4, 0xfee00000n, 0x30));
     },
-    (error: unknown) => error instanceof IrqChipError && error.code === 'EINVAL',
+    rejectsWith('EINVAL'),
   );
   assert.equal(owner.generation(), generation);
   assert.deepEqual(view.current().routes(), defaultIrqRoutes());

@@ -16,6 +16,7 @@
  */
 
 import { ErrorCode, IrqChipError } from '../base/errors.ts';
+import { highHalf, joinHalves, lowHalf } from '../base/integers.ts';
 import { LOCK_WORDS, acquireLock, allocateStateWords, releaseLock } from '../base/shared-state.ts';
 import { GsiRoutingTable } from './gsi-routing-table.ts';
 import { IrqSourceChip, MAX_GSI_COUNT, type IrqRoute, type IrqSource } from './irq-route.ts';
@@ -149,8 +150,8 @@ export function encodeRouteWords(routes: readonly IrqRoute[], words: Int32Array,
     words[first] = route.gsi;
     if (source.kind === 'msi') {
       words[first + 1] = MSI_CODE;
-      words[first + 2] = Number(source.address & 0xffffffffn) | 0;
-      words[first + 3] = Number(source.address >> 32n) | 0;
+      words[first + 2] = lowHalf(source.address);
+      words[first + 3] = highHalf(source.address);
       words[first + 4] = source.data | 0;
     } else {
       words[first + 1] = SOURCE_CODE[source.chip];
@@ -181,7 +182,7 @@ export function decodeRouteWords(words: Int32Array, at: number): IrqRoute[] {
 }
 
 function decodeSource(code: number, first: number, second: number, third: number): IrqSource {
-  if (code === MSI_CODE) return { kind: 'msi', address: (BigInt(second >>> 0) << 32n) | BigInt(first >>> 0), data: third >>> 0 };
+  if (code === MSI_CODE) return { kind: 'msi', address: joinHalves(first, second), data: third >>> 0 };
   const chip = CHIP_OF_CODE[code];
   if (chip === undefined) throw new IrqChipError(ErrorCode.EINVAL, `unknown route source code ${code}`);
   return { kind: 'irqchip', chip, pin: first };

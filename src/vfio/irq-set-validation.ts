@@ -22,6 +22,7 @@
  */
 
 import { check, ErrorCode } from '../base/errors.ts';
+import { isU32, U32_MAX } from '../base/integers.ts';
 import {
   VFIO_IRQ_SET_ACTION_TYPE_MASK,
   VFIO_IRQ_SET_BOOL_BYTES,
@@ -34,12 +35,7 @@ import {
   type VfioIrqSet,
 } from './vfio-uapi.ts';
 
-const U32_MAX = 0xffffffff;
 const KNOWN_FLAGS = VFIO_IRQ_SET_DATA_TYPE_MASK | VFIO_IRQ_SET_ACTION_TYPE_MASK;
-
-function isU32(value: number): boolean {
-  return Number.isInteger(value) && value >= 0 && value <= U32_MAX;
-}
 
 /** Payload bytes per sub-index for a data type, or undefined when the data bits are not exactly one type. */
 function entryBytes(dataType: number): number | undefined {

@@ -7,8 +7,8 @@
  * not part of the API.
  */
 import assert from 'node:assert/strict';
-import { IrqChipError } from '../base/errors.ts';
 import type { Event } from '../event/event.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { irqInfoOf, type VfioIrqDevice } from './vfio-irq-device.ts';
 import {
   encodeIrqSet,
@@ -42,7 +42,7 @@ const TRIGGER = VFIO_IRQ_SET_ACTION_TRIGGER;
 const MSIX = VFIO_PCI_MSIX_IRQ_INDEX;
 
 function assertErrno(code: string, call: () => void, what: string): void {
-  assert.throws(call, (error: unknown) => error instanceof IrqChipError && error.code === code, what);
+  assert.throws(call, rejectsWith(code), what);
 }
 
 /** Opens `count` new events on the device: [events, fds]. */

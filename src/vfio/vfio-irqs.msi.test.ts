@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Event } from '../event/event.ts';
-import { drainCounts, isIrqChipError, rig, TYPICAL_FUNCTION } from './vfio-test-support.ts';
+import { drainCounts, rig, TYPICAL_FUNCTION } from './vfio-test-support.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { VfioIrqs } from './vfio-irqs.ts';
 import { VfioFdTable } from './vfio-fd-table.ts';
 import {
@@ -67,7 +68,7 @@ describe('MSI-X enable and NORESIZE', () => {
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[0] ?? NONE_FD]));
     assert.throws(() => {
       irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 3, [fds[1] ?? NONE_FD]));
-    }, isIrqChipError('EINVAL'));
+    }, rejectsWith('EINVAL'));
     irqs.setIrqs(irqSetNone(TRIGGER, MSIX, 0, 0));
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, fdArray(4, { 0: fds[0] ?? NONE_FD, 3: fds[1] ?? NONE_FD })));
     assert.deepEqual([...irqs.state().vectorTriggers], [[0, events[0]], [3, events[1]]]);
@@ -98,7 +99,7 @@ describe('MSI-X enable and NORESIZE', () => {
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 4, [fds[1] ?? NONE_FD]));
     assert.throws(() => {
       irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 5, [fds[2] ?? NONE_FD]));
-    }, isIrqChipError('ENOSPC'));
+    }, rejectsWith('ENOSPC'));
     assert.deepEqual(irqs.state().allocatedVectors, [0, 4]);
   });
 });
@@ -116,7 +117,7 @@ describe('MSI-X re-binding and rollback', () => {
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[0] ?? NONE_FD, fds[1] ?? NONE_FD, fds[2] ?? NONE_FD, fds[3] ?? NONE_FD, fds[0] ?? NONE_FD]));
     assert.throws(() => {
       irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 1, [fds[3] ?? NONE_FD, UNKNOWN_FD, fds[3] ?? NONE_FD]));
-    }, isIrqChipError('EBADF'));
+    }, rejectsWith('EBADF'));
     // Vector 1 was re-bound then unbound by the rollback, vector 2 failed, vector 3 was not reached.
     assert.deepEqual([...irqs.state().vectorTriggers], [[0, events[0]], [3, events[3]], [4, events[0]]]);
     assert.equal(irqs.state().activeIndex, MSIX, 'an index that was already enabled stays enabled');
@@ -126,7 +127,7 @@ describe('MSI-X re-binding and rollback', () => {
     const { irqs, fds } = rig();
     assert.throws(() => {
       irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[0] ?? NONE_FD, UNKNOWN_FD]));
-    }, isIrqChipError('EBADF'));
+    }, rejectsWith('EBADF'));
     assert.deepEqual([irqs.state().activeIndex, irqs.state().allocatedVectors, irqs.state().vectorTriggers.size], [null, [], 0]);
   });
 
@@ -171,7 +172,7 @@ describe('MSI', () => {
     assert.deepEqual(drainCounts(events), [0n, 1n, 0n, 0n]);
     assert.throws(() => {
       irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[2] ?? NONE_FD]));
-    }, isIrqChipError('EINVAL'));
+    }, rejectsWith('EINVAL'));
     irqs.setIrqs(irqSetNone(TRIGGER, MSI, 0, 0));
     irqs.setIrqs(irqSetEventfds(TRIGGER, MSIX, 0, [fds[2] ?? NONE_FD]));
     assert.equal(irqs.state().activeIndex, MSIX);
@@ -243,7 +244,7 @@ describe('raises from the device: delivery, pending, undeliverable', () => {
     for (const [index, vector] of [[MSIX, TABLE_SIZE], [MSI, -1], [ERR, 0], [REQ, 1], [7, 0], [MSIX, 0.5]] as const) {
       assert.throws(() => {
         irqs.raise(index, vector);
-      }, isIrqChipError('EINVAL'), `raise(${index}, ${vector})`);
+      }, rejectsWith('EINVAL'), `raise(${index}, ${vector})`);
     }
   });
 });
@@ -321,9 +322,9 @@ describe('VFIO_DEVICE_GET_IRQ_INFO (§5.6)', () => {
   test('argsz below 16, index 5, ERR on a conventional PCI function: EINVAL; a buffer shorter than 16 bytes: EFAULT', () => {
     const irqs = new VfioIrqs({ ...TYPICAL_FUNCTION, pcie: false });
     for (const request of [encodeIrqInfo({ argsz: 15, index: MSI }), encodeIrqInfo({ index: 5 }), encodeIrqInfo({ index: ERR })]) {
-      assert.throws(() => irqs.getIrqInfo(request), isIrqChipError('EINVAL'));
+      assert.throws(() => irqs.getIrqInfo(request), rejectsWith('EINVAL'));
     }
-    assert.throws(() => irqs.getIrqInfo(new Uint8Array(8)), isIrqChipError('EFAULT'));
+    assert.throws(() => irqs.getIrqInfo(new Uint8Array(8)), rejectsWith('EFAULT'));
   });
 });
 
@@ -334,7 +335,7 @@ describe('configuration and the fd table', () => {
       { ...TYPICAL_FUNCTION, msixVectors: 2049 },
       { ...TYPICAL_FUNCTION, hostVectors: -1 },
     ]) {
-      assert.throws(() => new VfioIrqs(config), isIrqChipError('EINVAL'));
+      assert.throws(() => new VfioIrqs(config), rejectsWith('EINVAL'));
     }
   });
 
@@ -349,8 +350,8 @@ describe('configuration and the fd table', () => {
     assert.equal(table.isOpen(1), false);
     assert.throws(() => {
       table.close(1);
-    }, isIrqChipError('ENOENT'));
-    assert.throws(() => table.resolve(-1), isIrqChipError('EINVAL'));
+    }, rejectsWith('ENOENT'));
+    assert.throws(() => table.resolve(-1), rejectsWith('EINVAL'));
   });
 
   test('engines can share one fd table, as the devices of one process do', () => {

@@ -79,6 +79,7 @@
  */
 
 import { check, checkRange, ErrorCode, IrqChipError } from '../base/errors.ts';
+import { MSIX_MAX_VECTORS } from '../device/msix-capability.ts';
 import type { Event } from '../event/event.ts';
 import { validateIrqSet } from './irq-set-validation.ts';
 import { VfioFdTable } from './vfio-fd-table.ts';
@@ -115,8 +116,6 @@ import {
 
 /** The MSI capability's Multiple Message Capable field allows 1, 2, 4, 8, 16 or 32 vectors (PCI 3.0 §6.8.1.3). */
 const MSI_VECTOR_COUNTS: readonly number[] = [0, 1, 2, 4, 8, 16, 32];
-/** MSI-X Table Size is 11 bits, N - 1 encoded (PCI 3.0 §6.8.2.3). */
-const MAX_MSIX_VECTORS = 2048;
 /** The kernel's `irq_type` when no interrupt type is active. */
 const NO_IRQ_TYPE = VFIO_PCI_NUM_IRQS;
 
@@ -194,7 +193,7 @@ function setBits(bits: Uint8Array): number[] {
 
 function checkConfig(config: VfioIrqsConfig): void {
   check(MSI_VECTOR_COUNTS.includes(config.msiVectors), ErrorCode.EINVAL, () => `msiVectors must be one of ${MSI_VECTOR_COUNTS.join(', ')}, got ${config.msiVectors}`);
-  checkRange(config.msixVectors, 0, MAX_MSIX_VECTORS, 'msixVectors');
+  checkRange(config.msixVectors, 0, MSIX_MAX_VECTORS, 'msixVectors');
   if (config.hostVectors !== undefined) checkRange(config.hostVectors, 0, Number.MAX_SAFE_INTEGER, 'hostVectors');
 }
 

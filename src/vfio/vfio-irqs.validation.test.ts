@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { assertRejectedUnchanged, isIrqChipError, rig, TYPICAL_FUNCTION, type Rig } from './vfio-test-support.ts';
+import { assertRejectedUnchanged, rig, TYPICAL_FUNCTION, type Rig } from './vfio-test-support.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import type { VfioIrqsConfig } from './vfio-irqs.ts';
 import { VfioVectorShortageError } from './vfio-irqs.ts';
 import {
@@ -192,7 +193,7 @@ describe('SET_IRQS validation: what the rules allow', () => {
     irqs.fds.close(fds[0] ?? -1);
     assert.throws(() => {
       irqs.setIrqs(irqSetEventfds(TRIGGER, INTX, 0, [fds[0] ?? -1]));
-    }, isIrqChipError('EBADF'));
+    }, rejectsWith('EBADF'));
   });
 
   test('a pin with no host IRQ still reports INTx count 1 (the kernel answers ENODEV only at enable)', () => {

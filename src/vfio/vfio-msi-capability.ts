@@ -23,10 +23,11 @@
  */
 
 import { check, ErrorCode } from '../base/errors.ts';
+import { allOnes } from '../base/integers.ts';
 import { msiConfig } from '../device/chip-interrupt-group.ts';
 import type { MsiIrqSourceConfig } from '../device/interrupt-source.ts';
 import { capabilityHeader, messageControlOf, nextCapabilityPointer, pendingBits, type GuestAccessCounterName } from '../device/pci-capability.ts';
-import { allOnes, isConfigAccess, readLanes, writeLanes } from '../device/register-lanes.ts';
+import { isConfigAccess, readLanes, writeLanes } from '../device/register-lanes.ts';
 import type { VfioVectorGroup } from './vfio-vector-group.ts';
 
 export const MSI_CAPABILITY_ID = 0x05;

@@ -1,8 +1,8 @@
-/** Test support for the VFIO engine's tests: a device, events installed as fds, error matching. */
+/** Test support for the VFIO engine's tests: a device, events installed as fds, checks that a refusal changed nothing. */
 
 import assert from 'node:assert/strict';
-import { IrqChipError } from '../base/errors.ts';
 import { Event } from '../event/event.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { VfioIrqs, type VfioIrqsConfig, type VfioIrqsState } from './vfio-irqs.ts';
 
 /** A PCIe function with an INTx pin, 8 MSI vectors and a 16-entry MSI-X table. */
@@ -23,14 +23,10 @@ export function rig(config: VfioIrqsConfig = TYPICAL_FUNCTION, eventCount = 4): 
   return { irqs, events, fds };
 }
 
-export function isIrqChipError(code: string): (error: unknown) => boolean {
-  return (error: unknown) => error instanceof IrqChipError && error.code === code;
-}
-
 /** Runs `misuse`, expects `IrqChipError(code)`, and checks that the engine's observable state did not change. */
 export function assertRejectedUnchanged(irqs: VfioIrqs, code: string, misuse: () => void, what?: string): void {
   const before: VfioIrqsState = irqs.state();
-  assert.throws(misuse, isIrqChipError(code), what);
+  assert.throws(misuse, rejectsWith(code), what);
   assert.deepEqual(irqs.state(), before, `${what ?? 'rejected request'}: state changed`);
 }
 

@@ -22,6 +22,7 @@
  */
 
 import { check, checkRange, ErrorCode } from '../base/errors.ts';
+import { U32_MAX } from '../base/integers.ts';
 
 // ---- ioctl numbers ----------------------------------------------------------------------------
 
@@ -114,7 +115,6 @@ const COUNT_OFFSET = 16;
 /** `struct vfio_irq_info` puts `count` where `vfio_irq_set` puts `start`. */
 const INFO_COUNT_OFFSET = 12;
 const LITTLE_ENDIAN = true;
-const U32_MAX = 0xffffffff;
 const S32_MIN = -0x80000000;
 const S32_MAX = 0x7fffffff;
 

@@ -28,14 +28,13 @@
  */
 
 import { check, checkRange, ErrorCode } from '../base/errors.ts';
-import { isOutOfGsis } from '../device/chip-interrupt-group.ts';
+import { joinHalves } from '../base/integers.ts';
+import { hasU32MessageWords, isOutOfGsis } from '../device/chip-interrupt-group.ts';
 import { InterruptSourceType, type MsiIrqSourceConfig } from '../device/interrupt-source.ts';
 import type { IrqFdRoute } from '../device/irqfd-route.ts';
 import type { MessageVectorGroup } from '../device/pci-capability.ts';
 import type { Event } from '../event/event.ts';
 import { VFIO_EVENTFD_NONE } from './vfio-uapi.ts';
-
-const U32_MAX = 0xffffffff;
 
 /** What a group needs from its owner (`VfioPciInterrupts`). */
 export interface VectorGroupHost {
@@ -52,10 +51,9 @@ export interface VectorGroupHost {
 
 /** A JavaScript caller may pass anything: the config is checked without trusting its type. */
 function checkConfig(config: MsiIrqSourceConfig): void {
-  const isU32 = (value: unknown): boolean => typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= U32_MAX;
   const kind: unknown = config.kind;
   check(
-    kind === 'msi' && isU32(config.addressLow) && isU32(config.addressHigh) && isU32(config.data),
+    kind === 'msi' && hasU32MessageWords(config),
     ErrorCode.EINVAL,
     'an MSI config has u32 address low, address high and data',
   );
@@ -325,5 +323,5 @@ export class VfioVectorGroup implements MessageVectorGroup {
 
 /** The 64-bit message address of a config. */
 function messageAddress(config: MsiIrqSourceConfig): bigint {
-  return (BigInt(config.addressHigh >>> 0) << 32n) | BigInt(config.addressLow >>> 0);
+  return joinHalves(config.addressLow, config.addressHigh);
 }

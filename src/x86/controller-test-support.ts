@@ -1,9 +1,8 @@
 /**
  * Helpers shared by the tests of every x86 controller: a sink that records interrupt messages,
- * an error matcher, and the checks that a rejected call or a damaged snapshot changes nothing.
+ * and the checks that a rejected call or a damaged snapshot changes nothing.
  */
 import assert from 'node:assert/strict';
-import { IrqChipError } from '../base/errors.ts';
 import type { InterruptMessage, InterruptMessageSink } from './interrupt-message.ts';
 
 /**
@@ -27,11 +26,6 @@ export class RecordingSink implements InterruptMessageSink {
   clear(): void {
     this.messages.length = 0;
   }
-}
-
-/** An `assert.throws` matcher for an `IrqChipError` with `code`. */
-export function rejectsWith(code: string): (error: unknown) => boolean {
-  return (error: unknown) => error instanceof IrqChipError && error.code === code;
 }
 
 /** A controller model's snapshot interface. */

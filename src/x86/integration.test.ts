@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { VirtualClock } from '../base/clock.ts';
-import { rejectsWith } from './controller-test-support.ts';
+import { rejectsWith } from '../testing/irq-chip-error.ts';
 import { DeliveryMode, type EoiBroadcastListener } from './interrupt-message.ts';
 import { Ioapic } from './ioapic/ioapic.ts';
 import { entryHigh, entryLow, writeEntry } from './ioapic/test-support.ts';

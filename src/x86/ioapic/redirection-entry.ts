@@ -23,9 +23,9 @@
 
 import { DeliveryMode, DestinationMode, interruptMessage, TriggerMode, type InterruptMessage } from '../interrupt-message.ts';
 
-export const RTE_VECTOR_MASK = 0xff;
+const RTE_VECTOR_MASK = 0xff;
 export const RTE_DELIVERY_MODE_SHIFT = 8;
-export const RTE_DELIVERY_MODE_MASK = 0x7;
+const RTE_DELIVERY_MODE_MASK = 0x7;
 export const RTE_DESTINATION_MODE_LOGICAL = 1 << 11;
 /** Delivery status: "send pending". Read-only; our delivery is synchronous, so it always reads 0. */
 export const RTE_DELIVERY_STATUS = 1 << 12;
@@ -43,12 +43,12 @@ export const RTE_LOW_READ_ONLY = RTE_DELIVERY_STATUS | RTE_REMOTE_IRR;
 /** Destination field: high half bits 31:24 (RTE 63:56). */
 export const RTE_DESTINATION_SHIFT = 24;
 /** Extended destination ID: high half bits 23:17 (RTE 55:49) hold destination bits 14:8. */
-export const RTE_EXTENDED_DESTINATION_SHIFT = 17;
-export const RTE_EXTENDED_DESTINATION_MASK = 0x7f;
+const RTE_EXTENDED_DESTINATION_SHIFT = 17;
+const RTE_EXTENDED_DESTINATION_MASK = 0x7f;
 /** Reserved bits of the high half (RTE 55:32) without the extended-destination-ID scheme. */
-export const RTE_HIGH_RESERVED = 0x00ffffff;
+const RTE_HIGH_RESERVED = 0x00ffffff;
 /** Reserved bits of the high half (RTE 48:32) when bits 55:49 carry the extended destination. */
-export const RTE_HIGH_RESERVED_WITH_EXTENDED_DESTINATION = 0x0001ffff;
+const RTE_HIGH_RESERVED_WITH_EXTENDED_DESTINATION = 0x0001ffff;
 
 /** Value of the low half after RESET: masked, everything else 0 (x86-controllers.md §2.3). */
 export const RTE_LOW_AT_RESET = RTE_MASKED;
@@ -97,7 +97,7 @@ export function rteIsLevelTriggered(low: number): boolean {
  * Destination of the entry: RTE 63:56, plus RTE 55:49 as destination bits 14:8 when the VMM
  * advertises the extended-destination-ID scheme (x86-controllers.md §2.3, §4.3).
  */
-export function rteDestination(high: number, extendedDestination: boolean): number {
+function rteDestination(high: number, extendedDestination: boolean): number {
   const destination = high >>> RTE_DESTINATION_SHIFT;
   if (!extendedDestination) return destination;
   return destination | (((high >>> RTE_EXTENDED_DESTINATION_SHIFT) & RTE_EXTENDED_DESTINATION_MASK) << 8);

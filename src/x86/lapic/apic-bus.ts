@@ -50,6 +50,15 @@ import {
   type MutableInterruptMessage,
 } from '../msi/msi-codec.ts';
 import type { ApicBusMember } from './apic-bus-member.ts';
+import {
+  DFR_MODEL_SHIFT,
+  DfrModel,
+  X2APIC_LDR_CLUSTER_SHIFT,
+  X2APIC_LDR_MEMBERS_MASK,
+  XAPIC_CLUSTER_MEMBERS_MASK,
+  XAPIC_CLUSTER_SHIFT,
+  XAPIC_ID_SHIFT,
+} from './apic-registers.ts';
 
 // ---- State layout -----------------------------------------------------------------------------
 
@@ -87,18 +96,8 @@ const SNAPSHOT_LAYOUT_VERSION = 1;
 /** Bus indexes are vCPU indexes; KVM allows at most 4096 vCPUs on x86 (KVM_MAX_VCPUS). */
 export const MAX_BUS_INDEX = 4095;
 
-/** DFR bits 31:28: the xAPIC logical destination model (SDM §11.6.2.2). */
-const DFR_MODEL_SHIFT = 28;
-const DFR_MODEL_FLAT = 0xf;
-const DFR_MODEL_CLUSTER = 0x0;
-/** xAPIC LDR bits 31:24 hold the 8-bit logical APIC ID. */
-const XAPIC_LOGICAL_ID_SHIFT = 24;
+/** xAPIC LDR bits 31:24 hold the 8-bit logical APIC ID (at `XAPIC_ID_SHIFT`). */
 const XAPIC_LOGICAL_ID_MASK = 0xff;
-/** x2APIC LDR: cluster ID in bits 31:16, one-hot member bit in bits 15:0 (SDM §11.12.10.2). */
-const X2APIC_CLUSTER_SHIFT = 16;
-const X2APIC_CLUSTER_MEMBERS_MASK = 0xffff;
-const XAPIC_CLUSTER_SHIFT = 4;
-const XAPIC_CLUSTER_MEMBERS_MASK = 0xf;
 
 // ---- Public types -----------------------------------------------------------------------------
 
@@ -159,19 +158,19 @@ function logicalMatches(member: ApicBusMember, destination: number, x2apicMode: 
   const ldr = member.logicalDestination();
   if (x2apicMode) {
     return (
-      ldr >>> X2APIC_CLUSTER_SHIFT === destination >>> X2APIC_CLUSTER_SHIFT &&
-      (ldr & destination & X2APIC_CLUSTER_MEMBERS_MASK) !== 0
+      ldr >>> X2APIC_LDR_CLUSTER_SHIFT === destination >>> X2APIC_LDR_CLUSTER_SHIFT &&
+      (ldr & destination & X2APIC_LDR_MEMBERS_MASK) !== 0
     );
   }
   // An xAPIC decodes 8 destination bits; the spec's rules use dest[7:0] for both models. (KVM
   // compares the full value in cluster mode, so a wider destination from an x2APIC sender never
   // matches a cluster-mode xAPIC there; mixed modes are outside what hardware allows.)
-  const logicalId = (ldr >>> XAPIC_LOGICAL_ID_SHIFT) & XAPIC_LOGICAL_ID_MASK;
+  const logicalId = (ldr >>> XAPIC_ID_SHIFT) & XAPIC_LOGICAL_ID_MASK;
   const destinationByte = destination & XAPIC_LOGICAL_ID_MASK;
   switch (member.destinationFormat() >>> DFR_MODEL_SHIFT) {
-    case DFR_MODEL_FLAT:
+    case DfrModel.Flat:
       return (logicalId & destinationByte) !== 0;
-    case DFR_MODEL_CLUSTER:
+    case DfrModel.Cluster:
       return (
         logicalId >>> XAPIC_CLUSTER_SHIFT === destinationByte >>> XAPIC_CLUSTER_SHIFT &&
         (logicalId & destinationByte & XAPIC_CLUSTER_MEMBERS_MASK) !== 0

@@ -168,12 +168,24 @@ export const VERSION_DIRECTED_EOI = 1 << 24;
 export const XAPIC_ID_SHIFT = 24;
 export const XAPIC_HIGH_BYTE_MASK = 0xff000000 | 0;
 /** DFR: model in bits 31:28, bits 27:0 read as ones (SDM §11.6.2.2). */
+export const DFR_MODEL_SHIFT = 28;
 export const DFR_MODEL_MASK = 0xf0000000 | 0;
 export const DFR_RESERVED_ONES = 0x0fffffff;
+/** The DFR models (SDM §11.6.2.2): 1111b flat, 0000b cluster. */
+export const DfrModel = { Cluster: 0x0, Flat: 0xf } as const;
 /** DFR at RESET: flat model. */
-export const DFR_RESET = -1;
+export const DFR_RESET = (DfrModel.Flat << DFR_MODEL_SHIFT) | DFR_RESERVED_ONES;
 /** What DFR reads as in x2APIC mode, for the bus: the cluster model (SDM §11.12.10). */
-export const DFR_CLUSTER_MODEL = DFR_RESERVED_ONES;
+export const DFR_CLUSTER_MODEL = (DfrModel.Cluster << DFR_MODEL_SHIFT) | DFR_RESERVED_ONES;
+/** xAPIC cluster model: LDR's logical ID is a cluster (bits 7:4) and a one-hot member (bits 3:0). */
+export const XAPIC_CLUSTER_SHIFT = 4;
+export const XAPIC_CLUSTER_MEMBERS_MASK = 0xf;
+/** x2APIC LDR: cluster ID in bits 31:16, one-hot member bit in bits 15:0 (SDM §11.12.10.2). */
+export const X2APIC_LDR_CLUSTER_SHIFT = 16;
+export const X2APIC_LDR_MEMBERS_MASK = 0xffff;
+/** Of an x2APIC ID, bits 31:4 name the cluster and bits 3:0 the member (SDM §11.12.10.2). */
+const X2APIC_ID_CLUSTER_SHIFT = 4;
+const X2APIC_ID_MEMBER_MASK = 0xf;
 
 export const TPR_MASK = 0xff;
 /** Priority class: vector bits 7:4. */
@@ -295,5 +307,5 @@ export function timerDivisor(divideConfiguration: number): number {
 
 /** x2APIC logical ID derived from the x2APIC ID: cluster = ID[19:4] in bits 31:16, one bit for ID[3:0] (SDM §11.12.10.2). */
 export function x2apicLogicalId(x2apicId: number): number {
-  return (((x2apicId >>> 4) << 16) | (1 << (x2apicId & 0xf))) >>> 0;
+  return (((x2apicId >>> X2APIC_ID_CLUSTER_SHIFT) << X2APIC_LDR_CLUSTER_SHIFT) | (1 << (x2apicId & X2APIC_ID_MEMBER_MASK))) >>> 0;
 }

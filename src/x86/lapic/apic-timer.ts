@@ -11,8 +11,9 @@
  * by default, as in KVM (KVM_CAP_X86_APIC_BUS_CYCLES_NS), so a count lasts count × divisor ns.
  */
 
+import { highHalf, joinHalves, lowHalf } from '../../base/integers.ts';
 import { TimerMode, lvtTimerMode, timerDivisor } from './apic-registers.ts';
-import { Word, float64Slot, highHalf, joinHalves, lowHalf } from './local-apic-state.ts';
+import { Word, float64Slot } from './local-apic-state.ts';
 
 const NS_PER_SECOND = 1_000_000_000n;
 

@@ -9,6 +9,7 @@
  */
 
 import { ErrorCode, IrqChipError, check, checkRange } from '../../base/errors.ts';
+import { isU64 } from '../../base/integers.ts';
 import { LOCK_WORDS } from '../../base/shared-state.ts';
 import { DeliveryMode, type InterruptMessage } from '../interrupt-message.ts';
 import {
@@ -48,8 +49,8 @@ const MAX_APIC_BUS_CYCLE_NS = 1_000_000;
 const MAX_MIN_PERIODIC_TIMER_NS = 1_000_000_000;
 /** The largest valid x2APIC ID: 0xFFFFFFFF is the broadcast destination. */
 const MAX_X2APIC_ID = 0xfffffffe;
-const MAX_BUS_INDEX = 0x7fffffff;
-const MAX_U64 = (1n << 64n) - 1n;
+/** A bus index is kept in a signed 32-bit state word (the `ApicBus` admits only up to its `MAX_BUS_INDEX`). */
+const MAX_STORED_BUS_INDEX = 0x7fffffff;
 const LINT_LEVEL_BITS = 0x3;
 
 /** The options of a new local APIC, validated and packed for its configuration words. */
@@ -63,7 +64,7 @@ export interface LocalApicConfig {
 }
 
 export function validateOptions(options: LocalApicOptions): LocalApicConfig {
-  checkRange(options.busIndex, 0, MAX_BUS_INDEX, 'busIndex');
+  checkRange(options.busIndex, 0, MAX_STORED_BUS_INDEX, 'busIndex');
   check(typeof options.bsp === 'boolean', ErrorCode.EINVAL, 'bsp must be a boolean');
   const x2apicId = options.x2apicId ?? options.busIndex;
   checkRange(x2apicId, 0, MAX_X2APIC_ID, 'x2apicId');
@@ -153,7 +154,7 @@ export function checkMsrIndex(index: number): void {
 }
 
 export function checkU64(value: bigint, what: string): void {
-  check(typeof value === 'bigint' && value >= 0n && value <= MAX_U64, ErrorCode.EINVAL, `${what} must be a u64 bigint`);
+  check(isU64(value), ErrorCode.EINVAL, `${what} must be a u64 bigint`);
 }
 
 // ---------------------------------------------------------------------------------------------

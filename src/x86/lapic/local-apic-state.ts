@@ -211,17 +211,3 @@ export function count(words: Int32Array, counter: number, amount = 1): void {
   Atomics.add(words, counter, amount);
 }
 
-/** Joins two u32 halves into the u64 they encode. */
-export function joinHalves(low: number, high: number): bigint {
-  return (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
-}
-
-/** The low half of a u64, as an int32 word. */
-export function lowHalf(value: bigint): number {
-  return Number(BigInt.asIntN(32, value));
-}
-
-/** The high half of a u64, as an int32 word. */
-export function highHalf(value: bigint): number {
-  return Number(BigInt.asIntN(32, value >> 32n));
-}

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { startTypeScriptWorker } from '../../node/worker.ts';
 import { test } from 'node:test';
 import { VirtualClock } from '../../base/clock.ts';
-import { rejectsWith } from '../controller-test-support.ts';
+import { rejectsWith } from '../../testing/irq-chip-error.ts';
 import { DeliveryMode, DestinationMode, DestinationShorthand, TriggerMode } from '../interrupt-message.ts';
 import { LocalApic, MpState, NO_INTERRUPT } from './local-apic.ts';
 import {

@@ -26,6 +26,7 @@
 import type { Clock } from '../../base/clock.ts';
 import { waitAsyncKeepingAlive } from '../../base/wait-async.ts';
 import { ErrorCode, check, checkRange } from '../../base/errors.ts';
+import { allOnes, highHalf, joinHalves, lowHalf } from '../../base/integers.ts';
 import { LOCK_WORDS, acquireLock, allocateStateWords, encodeSnapshot, releaseLock, restoreSnapshot, withLock } from '../../base/shared-state.ts';
 import {
   DeliveryMode,
@@ -129,9 +130,6 @@ import {
   DOORBELL_WORDS,
   float64Slot,
   highestVector,
-  highHalf,
-  joinHalves,
-  lowHalf,
   MODEL_WORDS,
   MpState,
   PendingEvent,
@@ -1529,11 +1527,6 @@ function isLevelDeassert(message: InterruptMessage): boolean {
 
 function isDecodedXapicAccess(offset: number, size: number): boolean {
   return size === XAPIC_ACCESS_BYTES && offset % XAPIC_REGISTER_STRIDE === 0;
-}
-
-/** What an undecoded page reads: all-ones of the access width, at most 32 bits. */
-function allOnes(size: number): number {
-  return size >= XAPIC_ACCESS_BYTES ? 0xffffffff : (1 << (size * 8)) - 1;
 }
 
 /** Bits 63:32 of an x2APIC MSR other than the ICR are reserved. */

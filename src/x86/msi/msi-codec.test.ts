@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { rejectsWith } from '../controller-test-support.ts';
+import { rejectsWith } from '../../testing/irq-chip-error.ts';
 import { DeliveryMode, DestinationMode, DestinationShorthand, TriggerMode } from '../interrupt-message.ts';
 import {
   decodeMsi,

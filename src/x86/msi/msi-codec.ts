@@ -27,6 +27,7 @@
  */
 
 import { check, ErrorCode, IrqChipError } from '../../base/errors.ts';
+import { isU32, U32_MAX } from '../../base/integers.ts';
 import {
   DeliveryMode,
   DestinationMode,
@@ -69,7 +70,6 @@ const DATA_RESERVED_BITS = 0xffff3800;
 const MAX_XAPIC_DESTINATION = 0xff;
 /** 8 bits from address 19:12 plus 7 from address 11:5. */
 const MAX_EXTENDED_DESTINATION = 0x7fff;
-const MAX_U32 = 0xffffffff;
 
 /**
  * How destination IDs wider than 8 bits are carried (x86-controllers.md §4.3). At most one scheme
@@ -134,7 +134,7 @@ export function hasReservedBits(addressLow: number, data: number, extendedDestin
  * delivery path: the message is built only on failure.
  */
 function checkUint32(value: number, what: string): void {
-  if (!(Number.isInteger(value) && value >= 0 && value <= MAX_U32)) {
+  if (!isU32(value)) {
     throw new IrqChipError(ErrorCode.EINVAL, `${what} must be an unsigned 32-bit integer, got ${String(value)}`);
   }
 }
@@ -241,7 +241,7 @@ export function decodeMsi(
 }
 
 function maxDestination(format: MsiDestinationFormat): number {
-  if (format.x2apicDestinationIds === true) return MAX_U32;
+  if (format.x2apicDestinationIds === true) return U32_MAX;
   if (format.extendedDestinationId === true) return MAX_EXTENDED_DESTINATION;
   return MAX_XAPIC_DESTINATION;
 }

@@ -74,14 +74,14 @@ const BYTE_MASK = 0xff;
 const NO_RANK = 8;
 
 // ICW1 (command port, bit 4 = 1), datasheet "Initialization command words".
-const ICW1_MARKER = 0x10;
-const ICW1_IC4 = 0x01;
+export const ICW1_MARKER = 0x10;
+export const ICW1_IC4 = 0x01;
 const ICW1_SNGL = 0x02;
 const ICW1_LTIM = 0x08;
 // ICW2: the low three bits are replaced by the IR number in 8086 mode.
 const ICW2_VECTOR_BASE_MASK = 0xf8;
 // ICW4.
-const ICW4_MICROPROCESSOR_8086 = 0x01;
+export const ICW4_MICROPROCESSOR_8086 = 0x01;
 const ICW4_AEOI = 0x02;
 const ICW4_SFNM = 0x10;
 /** ICW4 bits 7:5 must be 0. */
@@ -98,7 +98,8 @@ const OCW3_RESERVED = 0x80;
 // OCW2 (bit 4 = 0, bit 3 = 0): R (bit 7), SL (bit 6), EOI (bit 5), level L (bits 2:0).
 const OCW2_ROTATE = 0x80;
 const OCW2_SPECIFIC = 0x40;
-const OCW2_EOI = 0x20;
+/** Alone (R = SL = 0), the non-specific EOI command. */
+export const OCW2_EOI = 0x20;
 /** Poll-read byte: bit 7 set when a request was found, bits 2:0 its level (datasheet "Poll command"). */
 const POLL_INTERRUPT_PRESENT = 0x80;
 

@@ -1,16 +1,16 @@
 /**
  * Initialising the 8259A pair as PC firmware leaves it: the four initialisation command words
  * to each chip through its ports (8259A datasheet, "Initialization command words";
- * x86-controllers.md §1.6). Guests normally do this themselves; the helper is for code that
- * drives a `PicPair` without guest firmware (benchmarks, tests, demos).
+ * x86-controllers.md §1.6). Guests normally do this themselves; the helpers are for code that
+ * drives a `PicPair` without guest firmware (benchmarks, tests) and for simulated guests (demos).
  */
-import { CASCADE_PIN } from './pic-chip.ts';
+import { CASCADE_PIN, ICW1_IC4, ICW1_MARKER, ICW4_MICROPROCESSOR_8086 } from './pic-chip.ts';
 import { type PicPair, PicPort } from './pic.ts';
 
-/** ICW1: ICW4 needed, cascade mode, edge-triggered inputs. */
-const ICW1_EDGE_CASCADE_WITH_ICW4 = 0x11;
+/** ICW1: ICW4 needed, cascade mode (SNGL = 0), edge-triggered inputs (LTIM = 0). */
+const ICW1_EDGE_CASCADE_WITH_ICW4 = ICW1_MARKER | ICW1_IC4;
 /** ICW4 unless told otherwise: 8086 mode, normal EOI, not special fully nested. */
-const DEFAULT_ICW4 = 0x01;
+const DEFAULT_ICW4 = ICW4_MICROPROCESSOR_8086;
 
 export interface PicPairInitialisation {
   /** ICW2: the master's vector base (IRQ 0), a multiple of 8. */
@@ -23,19 +23,24 @@ export interface PicPairInitialisation {
 }
 
 /**
- * Sends ICW1–ICW4 to both chips in the PC's cascade: the slave's INT output on master input
- * `CASCADE_PIN` (master ICW3 is that input's bit, slave ICW3 its number). Afterwards both chips
- * are ready, with IMR 0 (every IRQ unmasked).
+ * The byte writes, in order, of ICW1–ICW4 to both chips in the PC's cascade: the slave's INT
+ * output on master input `CASCADE_PIN` (master ICW3 is that input's bit, slave ICW3 its number).
+ * Afterwards both chips are ready, with IMR 0 (every IRQ unmasked).
  */
-export function initialisePicPair(pic: PicPair, initialisation: PicPairInitialisation): void {
+export function picPairInitialisationWrites(initialisation: PicPairInitialisation): (readonly [port: number, value: number])[] {
   const chips = [
     [PicPort.MasterCommand, PicPort.MasterData, initialisation.masterVectorBase, 1 << CASCADE_PIN, initialisation.masterIcw4 ?? DEFAULT_ICW4],
     [PicPort.SlaveCommand, PicPort.SlaveData, initialisation.slaveVectorBase, CASCADE_PIN, initialisation.slaveIcw4 ?? DEFAULT_ICW4],
   ] as const;
-  for (const [commandPort, dataPort, vectorBase, icw3, icw4] of chips) {
-    pic.writePort(commandPort, 1, ICW1_EDGE_CASCADE_WITH_ICW4);
-    pic.writePort(dataPort, 1, vectorBase);
-    pic.writePort(dataPort, 1, icw3);
-    pic.writePort(dataPort, 1, icw4);
-  }
+  return chips.flatMap(([commandPort, dataPort, vectorBase, icw3, icw4]) => [
+    [commandPort, ICW1_EDGE_CASCADE_WITH_ICW4] as const,
+    [dataPort, vectorBase] as const,
+    [dataPort, icw3] as const,
+    [dataPort, icw4] as const,
+  ]);
+}
+
+/** Sends `picPairInitialisationWrites(initialisation)` to `pic`'s ports. */
+export function initialisePicPair(pic: PicPair, initialisation: PicPairInitialisation): void {
+  for (const [port, value] of picPairInitialisationWrites(initialisation)) pic.writePort(port, 1, value);
 }

@@ -24,6 +24,7 @@
  * outermost lock (PIC → IOAPIC → LAPIC) and calls nothing else while holding it.
  */
 import { ErrorCode, IrqChipError, check, checkRange } from '../../base/errors.ts';
+import { allOnes } from '../../base/integers.ts';
 import {
   LOCK_WORDS,
   acquireLock,
@@ -79,7 +80,7 @@ const SLAVE_BASE = MASTER_BASE + CHIP_WORDS;
 const OUTPUT_LEVEL = SLAVE_BASE + CHIP_WORDS;
 const COUNTERS_BASE = OUTPUT_LEVEL + 1;
 
-export const COUNTER_NAMES = [
+const COUNTER_NAMES = [
   'ignoredAccesses',
   'reservedBitWrites',
   'unsupportedModes',
@@ -168,14 +169,6 @@ class CounterWords implements GuestErrorCounters {
     });
     return values;
   }
-}
-
-/**
- * All ones in an access of `size` bytes: the widest value a guest can write, and what a read of
- * nothing returns on the ISA bus (the data lines float high).
- */
-function allOnes(size: number): number {
-  return size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
 }
 
 /** Validates a caller's port access: the port exists on x86 and the size is 1, 2 or 4 bytes. */

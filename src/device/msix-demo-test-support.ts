@@ -1,5 +1,6 @@
 /**
- * A PCI device with MSI-X on the userspace chip, for `npm start` and the tests.
+ * Test support: a PCI device with MSI-X on the userspace chip, driven by a scripted guest (run by
+ * msix-demo.test.ts; not part of the API).
  *
  * The device has eight queues, one MSI-X vector each, its table and PBA in BAR 0. Queues 0–3 are
  * emulated by the VMM and raise interrupts with `trigger`; queues 4–7 belong to a backend outside
@@ -18,15 +19,15 @@
  */
 
 import { VirtualClock } from '../base/clock.ts';
-import { Bus } from '../chip/bus.ts';
+import { seededRandom } from '../base/seeded-random.ts';
+import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../chip/bus.ts';
 import { LOCAL_APIC_WINDOW_BASE } from '../chip/chip-bus-devices.ts';
 import { IrqAllocator } from '../chip/irq-allocator.ts';
 import { SimVcpu, type SimGuest } from '../chip/sim-vcpu.ts';
 import { UserspaceIrqChip } from '../chip/userspace-irq-chip.ts';
 import type { Event } from '../event/event.ts';
-import { DeliveryMode, DestinationMode, TriggerMode } from '../x86/interrupt-message.ts';
-import { encodeMsi } from '../x86/msi/msi-codec.ts';
 import type { ChipInterruptGroup } from './chip-interrupt-group.ts';
+import { msiTo } from './device-test-support.ts';
 import { InterruptManager } from './interrupt-manager.ts';
 import { MSIX_ENABLE, MSIX_FUNCTION_MASK, MSIX_TABLE_ENTRY_BYTES, MsixCapability, MsixEntryField, VECTOR_CONTROL_MASK } from './msix-capability.ts';
 
@@ -42,8 +43,6 @@ const PBA_OFFSET = 0x800;
 const MESSAGE_CONTROL_OFFSET = 2;
 const APIC_SVR = 0xf0;
 const SVR_ENABLED = 0x1ff;
-const IO_PORTS = 0x10000;
-const MMIO_LIMIT = 2 ** 52;
 
 export interface MsixDemoOptions {
   /** Rounds of device activity (default 2000). */
@@ -146,15 +145,7 @@ class GuestDriver {
   private program(queue: number): void {
     const target = this.targets[queue];
     if (target === undefined) return;
-    const message = encodeMsi({
-      destination: target.cpu,
-      destinationMode: DestinationMode.Physical,
-      redirectionHint: false,
-      deliveryMode: DeliveryMode.Fixed,
-      triggerMode: TriggerMode.Edge,
-      level: true,
-      vector: (VECTOR_BASES[target.base] ?? VECTOR_BASES[0]) + queue,
-    });
+    const message = msiTo(target.cpu, (VECTOR_BASES[target.base] ?? VECTOR_BASES[0]) + queue);
     this.cpu.writeMmio32(entryAddress(queue, MsixEntryField.AddressLow), message.addressLow);
     this.cpu.writeMmio32(entryAddress(queue, MsixEntryField.AddressHigh), message.addressHigh);
     this.cpu.writeMmio32(entryAddress(queue, MsixEntryField.Data), message.data);
@@ -165,15 +156,10 @@ function entryAddress(queue: number, field: number): number {
   return BAR0 + queue * MSIX_TABLE_ENTRY_BYTES + field * 4;
 }
 
-/** A small deterministic generator (mulberry32), so a seed replays the same run. */
+/** A seeded integer source: `random(below)` is in [0, below), so a seed replays the same run. */
 function randomSource(seed: number): (below: number) => number {
-  let state = seed >>> 0;
-  return (below) => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = Math.imul(state ^ (state >>> 15), 1 | state);
-    mixed = (mixed + Math.imul(mixed ^ (mixed >>> 7), 61 | mixed)) ^ mixed;
-    return Math.floor((((mixed ^ (mixed >>> 14)) >>> 0) / 2 ** 32) * below);
-  };
+  const next = seededRandom(seed);
+  return (below) => Math.floor(next() * below);
 }
 
 interface DemoMachine {
@@ -188,8 +174,8 @@ interface DemoMachine {
 /** The chip, finalized onto fresh buses, two running vCPUs, and the device on BAR 0. */
 function buildMachine(): DemoMachine {
   const chip = UserspaceIrqChip.create({ vcpuCount: CPUS, clock: new VirtualClock() });
-  const ioBus = new Bus('io', IO_PORTS);
-  const mmioBus = new Bus('mmio', MMIO_LIMIT);
+  const ioBus = new Bus('io', IO_ADDRESS_LIMIT);
+  const mmioBus = new Bus('mmio', MMIO_ADDRESS_LIMIT);
   const allocator = new IrqAllocator();
   chip.finalizeDevices(allocator, ioBus, mmioBus);
   const counts = Array.from({ length: QUEUES }, (): QueueCounts => ({ fired: 0, deliveredAtOnce: 0, heldPending: 0, coalesced: 0, taken: 0 }));
