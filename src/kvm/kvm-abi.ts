@@ -20,6 +20,8 @@ export const KvmIoctl = {
   SET_USER_MEMORY_REGION: 0x4020ae46,
   SET_TSS_ADDR: 0xae47,
   CREATE_IRQCHIP: 0xae60,
+  GET_IRQCHIP: 0xc208ae62,
+  SET_IRQCHIP: 0x8208ae63,
   IRQ_LINE_STATUS: 0xc008ae67,
   SET_GSI_ROUTING: 0x4008ae6a,
   IRQFD: 0x4020ae76,
@@ -148,6 +150,15 @@ export const KVM_IRQ_ROUTING_HEADER_BYTES = 8;
 export const KVM_IRQ_ROUTING_ENTRY_BYTES = 48;
 /** kvm_irq_routing_entry: gsi u32 @0, type u32 @4, flags @8, pad @12, union @16 (irqchip: irqchip, pin; msi: address_lo, address_hi, data). */
 export const KVM_IRQ_ROUTING_ENTRY_UNION = 16;
+
+/**
+ * struct kvm_irqchip (520 bytes): chip_id u32 @0, pad u32 @4, a 512-byte union @8 holding
+ * kvm_pic_state (chips 0 and 1) or kvm_ioapic_state (chip 2). Layouts in kvm-irqchip-state.ts.
+ */
+export const KVM_IRQCHIP_BYTES = 520;
+export const KVM_IRQCHIP_UNION = 8;
+/** kvm_irqchip.chip_id values (KVM_IRQCHIP_PIC_MASTER, _PIC_SLAVE, _IOAPIC). */
+export const KvmIrqchipId = { PicMaster: 0, PicSlave: 1, Ioapic: 2 } as const;
 
 /** struct kvm_pit_config: flags u32, pad[15] (64 bytes). */
 export const KVM_PIT_CONFIG_BYTES = 64;

@@ -26,7 +26,9 @@ const HANDLER_ADDRESS = 0x1100;
 /** The handler's counter, a word in segment 0. */
 const COUNTER_ADDRESS = 0x0600;
 const STACK_TOP = 0x7000;
-const IVT_ENTRY_BYTES = 4;
+export const IVT_ENTRY_BYTES = 4;
+/** EFLAGS bit 1 is reserved and always 1; IF (bit 9) clear. */
+const RFLAGS_RESERVED = 0x2;
 /** ELCR1 bit for IRQ4. */
 const ELCR_IRQ4 = 0x10;
 
@@ -103,12 +105,17 @@ export function loadPicTestGuest(memory: Uint8Array, options: { readonly levelTr
  * reset value is base 0xffff0000, selector 0xf000), every register 0 but rip and rflags.
  */
 export function enterPicTestGuest(vcpu: KvmVcpu): void {
+  enterRealModeGuest(vcpu, GUEST_ENTRY);
+}
+
+/** Real mode at CS:IP = 0000:`entry`, interrupts disabled, every general register 0 (see above). */
+export function enterRealModeGuest(vcpu: KvmVcpu, entry: number): void {
   const sregs = vcpu.getSregs();
   sregs.setSegment('cs', { ...sregs.segment('cs'), base: 0n, selector: 0 });
   vcpu.setSregs(sregs);
   const regs = new KvmRegs();
-  regs.set('rip', GUEST_ENTRY);
-  regs.set('rflags', 0x2);
+  regs.set('rip', entry);
+  regs.set('rflags', RFLAGS_RESERVED);
   vcpu.setRegs(regs);
 }
 
