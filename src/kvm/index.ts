@@ -13,5 +13,7 @@ export { KvmVcpu } from './kvm-vcpu.ts';
 export { KVM_DEVICE_PATH, KvmVm, type KvmVmDescriptor, type KvmVmOptions } from './kvm-vm.ts';
 export { KICK_SIGNAL, KvmError } from './linux.ts';
 export { OsEvent, type OsEventDescriptor } from './os-event.ts';
+export { RealVfioDevice, type VfioDeviceFiles, type VfioSystemCalls } from './real-vfio-device.ts';
 export { VcpuThread, attachVcpuThread, type VcpuThreadOptions } from './vcpu-thread.ts';
+export { VFIO_DIRECTORY, iommuGroupOf, openVfioDevice, type VfioDeviceOptions } from './vfio-container.ts';
 export { kvmUnavailableReason } from './availability.ts';

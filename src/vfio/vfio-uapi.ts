@@ -50,10 +50,36 @@ export function ioctlNumberNoArgument(type: number, number: number): number {
   return ((IOC_NONE << IOC_DIR_SHIFT) | (IOC_NO_SIZE << IOC_SIZE_SHIFT) | (type << IOC_TYPE_SHIFT) | (number << IOC_NR_SHIFT)) >>> 0;
 }
 
+/** VFIO_GET_API_VERSION = _IO(VFIO_TYPE, VFIO_BASE + 0) = 0x3B64 (container): returns VFIO_API_VERSION. */
+export const VFIO_GET_API_VERSION = ioctlNumberNoArgument(VFIO_TYPE, VFIO_BASE + 0);
+/** VFIO_CHECK_EXTENSION = _IO(VFIO_TYPE, VFIO_BASE + 1) = 0x3B65 (container): arg is the extension by value; > 0 when supported. */
+export const VFIO_CHECK_EXTENSION = ioctlNumberNoArgument(VFIO_TYPE, VFIO_BASE + 1);
+/** VFIO_SET_IOMMU = _IO(VFIO_TYPE, VFIO_BASE + 2) = 0x3B66 (container): arg is the IOMMU type by value. */
+export const VFIO_SET_IOMMU = ioctlNumberNoArgument(VFIO_TYPE, VFIO_BASE + 2);
+/** VFIO_GROUP_GET_STATUS = _IO(VFIO_TYPE, VFIO_BASE + 3) = 0x3B67 (group): fills `struct vfio_group_status`. */
+export const VFIO_GROUP_GET_STATUS = ioctlNumberNoArgument(VFIO_TYPE, VFIO_BASE + 3);
+/** VFIO_GROUP_SET_CONTAINER = _IO(VFIO_TYPE, VFIO_BASE + 4) = 0x3B68 (group): arg points to the container fd (s32). */
+export const VFIO_GROUP_SET_CONTAINER = ioctlNumberNoArgument(VFIO_TYPE, VFIO_BASE + 4);
+/** VFIO_GROUP_GET_DEVICE_FD = _IO(VFIO_TYPE, VFIO_BASE + 6) = 0x3B6A (group): arg points to the NUL-terminated device name; returns its fd. */
+export const VFIO_GROUP_GET_DEVICE_FD = ioctlNumberNoArgument(VFIO_TYPE, VFIO_BASE + 6);
 /** VFIO_DEVICE_GET_IRQ_INFO = _IO(VFIO_TYPE, VFIO_BASE + 9) = 0x3B6D. */
 export const VFIO_DEVICE_GET_IRQ_INFO = ioctlNumberNoArgument(VFIO_TYPE, VFIO_BASE + 9);
 /** VFIO_DEVICE_SET_IRQS = _IO(VFIO_TYPE, VFIO_BASE + 10) = 0x3B6E. */
 export const VFIO_DEVICE_SET_IRQS = ioctlNumberNoArgument(VFIO_TYPE, VFIO_BASE + 10);
+
+// ---- container and group -------------------------------------------------------------------
+
+/** `VFIO_API_VERSION`: what VFIO_GET_API_VERSION returns for the uapi this file describes. */
+export const VFIO_API_VERSION = 0;
+/** IOMMU types for VFIO_CHECK_EXTENSION and VFIO_SET_IOMMU (`VFIO_TYPE1_IOMMU`, `VFIO_TYPE1v2_IOMMU`). */
+export const VFIO_TYPE1_IOMMU = 1;
+export const VFIO_TYPE1v2_IOMMU = 3;
+/** `struct vfio_group_status`: u32 argsz, u32 flags. */
+export const VFIO_GROUP_STATUS_BYTES = 8;
+/** Group status flag: every device in the group is bound to a VFIO driver (or none at all). */
+export const VFIO_GROUP_FLAGS_VIABLE = 1 << 0;
+/** Group status flag: the group is already attached to a container. */
+export const VFIO_GROUP_FLAGS_CONTAINER_SET = 1 << 1;
 
 // ---- vfio_irq_set flags -----------------------------------------------------------------------
 
