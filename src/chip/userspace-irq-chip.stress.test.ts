@@ -28,7 +28,7 @@ import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { startTypeScriptWorker } from '../node/worker.ts';
 import { IrqSourceChip, msiIrqRoute, type IrqRoute } from '../routing/irq-route.ts';
 import { IOAPIC_PIN_COUNT } from '../x86/ioapic/ioapic.ts';
-import { Counter as LapicCounter } from '../x86/lapic/local-apic-state.ts';
+import type { LocalApic } from '../x86/lapic/local-apic.ts';
 import { initialisePic, makeMachine, programIoapicPin, type TestMachine } from './chip-test-support.ts';
 import {
   GuestLock,
@@ -223,15 +223,11 @@ const SIGNATURES: Readonly<Record<Exclude<SourceKind, 'ipi'>, Signatures>> = {
 
 /** Reads the counters of `Counter` from every controller of the chip. */
 class CounterReader {
-  /**
-   * The local APICs' coalescedInterrupts words, read directly (their layout is in
-   * local-apic-state.ts): `counters()` builds a record of twenty names per APIC, which costs more
-   * than the service it checks.
-   */
-  private readonly lapicWords: readonly Int32Array[];
+  /** The local APICs: their one counter is read alone, since `counters()` builds a record of twenty names per APIC. */
+  private readonly localApics: readonly LocalApic[];
 
   constructor(private readonly chip: UserspaceIrqChip) {
-    this.lapicWords = Array.from({ length: chip.vcpuCount }, (_, vcpu) => new Int32Array(chip.localApic(vcpu).descriptor().buffer));
+    this.localApics = Array.from({ length: chip.vcpuCount }, (_, vcpu) => chip.localApic(vcpu));
   }
 
   read(into: Int32Array): void {
@@ -246,7 +242,7 @@ class CounterReader {
     into[Counter.IoapicUndelivered] = ioapic.messagesUndelivered;
     into[Counter.ChipDeferred] = own.delayedEvents;
     into[Counter.ChipMsisSent] = own.msisSent;
-    into[Counter.LapicCoalesced] = this.lapicWords.reduce((total, words) => total + Atomics.load(words, LapicCounter.coalescedInterrupts), 0);
+    into[Counter.LapicCoalesced] = this.localApics.reduce((total, apic) => total + apic.counter('coalescedInterrupts'), 0);
     into[Counter.BusNoDestination] = this.chip.apicBus.counters().noDestination;
     into[Counter.PicCoalesced] = pic.coalescedRequests;
     into[Counter.PicLatchedMasked] = pic.maskedRequests;

@@ -724,8 +724,13 @@ export class LocalApic implements ApicBusMember {
 
   counters(): Readonly<Record<CounterName, number>> {
     const result = {} as Record<CounterName, number>;
-    for (const name of COUNTER_NAMES) result[name] = Atomics.load(this.words, Counter[name]) >>> 0;
+    for (const name of COUNTER_NAMES) result[name] = this.counter(name);
     return result;
+  }
+
+  /** One counter, without building the whole record (for observers that poll on hot paths). */
+  counter(name: CounterName): number {
+    return Atomics.load(this.words, Counter[name]) >>> 0;
   }
 
   /**
