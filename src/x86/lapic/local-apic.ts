@@ -571,7 +571,7 @@ export class LocalApic implements ApicBusMember {
   /** Whether a halted vCPU has something to wake for: an interrupt it may take, NMI, SMI, INIT or SIPI. */
   hasPendingEvents(interruptsEnabled: boolean): boolean {
     const processorEvents = PendingEvent.Nmi | PendingEvent.Smi | PendingEvent.Init | PendingEvent.Sipi;
-    if ((Atomics.load(this.words, Word.PendingEvents) & processorEvents) !== 0) return true;
+    if (this.mayHavePendingEvent(processorEvents)) return true;
     return interruptsEnabled && this.hasInterrupt();
   }
 
@@ -606,6 +606,8 @@ export class LocalApic implements ApicBusMember {
    */
   processInitSipi(initBlocked = false): InitSipiOutcome {
     check(typeof initBlocked === 'boolean', ErrorCode.EINVAL, 'initBlocked must be a boolean');
+    // Called on every injection; most of the time nothing is pending and the lock is not needed.
+    if (!this.mayHavePendingEvent(PendingEvent.Init | PendingEvent.Sipi)) return NOTHING_TO_DO;
     return withLock(this.words, () => {
       if (initBlocked) {
         if (this.clearPendingEvent(PendingEvent.Sipi)) count(this.words, Counter.discardedSipis);
@@ -1104,11 +1106,20 @@ export class LocalApic implements ApicBusMember {
   }
 
   private takeEvent(event: number): boolean {
+    if (!this.mayHavePendingEvent(event)) return false;
     return withLock(this.words, () => {
       const taken = this.clearPendingEvent(event);
       if (taken) this.wakeFromHaltLocked();
       return taken;
     });
+  }
+
+  /**
+   * A lock-free look at the pending-event word. A bit set by another thread just after the look is
+   * not lost: setting it rings the doorbell, so the vCPU looks again.
+   */
+  private mayHavePendingEvent(events: number): boolean {
+    return (Atomics.load(this.words, Word.PendingEvents) & events) !== 0;
   }
 
   // --- EOI ------------------------------------------------------------------------------------
