@@ -22,10 +22,16 @@ export const KvmIoctl = {
   CREATE_IRQCHIP: 0xae60,
   GET_IRQCHIP: 0xc208ae62,
   SET_IRQCHIP: 0x8208ae63,
+  IRQ_LINE: 0x4008ae61,
   IRQ_LINE_STATUS: 0xc008ae67,
   SET_GSI_ROUTING: 0x4008ae6a,
   IRQFD: 0x4020ae76,
   CREATE_PIT2: 0x4040ae77,
+  SIGNAL_MSI: 0x4020aea5,
+  ENABLE_CAP: 0x4068aea3,
+  X86_SET_MSR_FILTER: 0x4188aec6,
+  // On /dev/kvm (also answered on a VM fd)
+  GET_SUPPORTED_CPUID: 0xc008ae05,
   // On a vCPU
   RUN: 0xae80,
   GET_REGS: 0x8090ae81,
@@ -36,6 +42,11 @@ export const KvmIoctl = {
   GET_MP_STATE: 0x8004ae98,
   SET_MP_STATE: 0x4004ae99,
   NMI: 0xae9a,
+  GET_LAPIC: 0x8400ae8e,
+  SET_LAPIC: 0x4400ae8f,
+  SET_CPUID2: 0x4008ae90,
+  GET_MSRS: 0xc008ae88,
+  SET_MSRS: 0x4008ae89,
 } as const;
 
 /** KVM_CHECK_EXTENSION capability numbers. */
@@ -46,8 +57,13 @@ export const KvmCap = {
   PIT2: 33,
   MAX_VCPUS: 66,
   TSC_DEADLINE_TIMER: 72,
+  SIGNAL_MSI: 77,
   IRQFD_RESAMPLE: 82,
+  SPLIT_IRQCHIP: 121,
+  X2APIC_API: 129,
   IMMEDIATE_EXIT: 136,
+  X86_USER_SPACE_MSR: 188,
+  X86_MSR_FILTER: 189,
 } as const;
 
 /** kvm_run.exit_reason values (x86), the vocabulary of a run loop and of its reports. */
@@ -65,6 +81,8 @@ export const KvmExit = {
   INTERNAL_ERROR: 17,
   SYSTEM_EVENT: 24,
   IOAPIC_EOI: 26,
+  X86_RDMSR: 29,
+  X86_WRMSR: 30,
 } as const;
 
 /** kvm_run.io.direction. */
@@ -104,7 +122,38 @@ export const KvmRunLayout = {
   IO_SIZE: 33, // u8: 1, 2 or 4
   IO_PORT: 34, // u16
   IO_DATA_OFFSET: 40, // u64: the data is at run + data_offset
+  MMIO_PHYS_ADDR: 32, // u64
+  MMIO_DATA: 40, // u8[8]
+  MMIO_LEN: 48, // u32
+  MMIO_IS_WRITE: 52, // u8
+  EOI_VECTOR: 32, // u8: KVM_EXIT_IOAPIC_EOI
+  MSR_ERROR: 32, // u8: set by userspace to make the guest's RDMSR/WRMSR take #GP
+  MSR_REASON: 40, // u32: KVM_MSR_EXIT_REASON_*
+  MSR_INDEX: 44, // u32
+  MSR_DATA: 48, // u64: written by the guest (WRMSR), or by userspace for RDMSR
 } as const;
+
+/** kvm_run.msr.reason, and the KVM_CAP_X86_USER_SPACE_MSR argument: which failed MSR accesses exit to userspace. */
+export const KvmMsrExitReason = { INVAL: 1, UNKNOWN: 2, FILTER: 4 } as const;
+
+/** struct kvm_enable_cap (104 bytes): cap u32 @0, flags u32 @4, args u64[4] @8, pad. */
+export const KVM_ENABLE_CAP_BYTES = 104;
+/** struct kvm_msi (32 bytes): address_lo u32 @0, address_hi u32 @4, data u32 @8, flags u32 @12, devid u32 @16, pad. */
+export const KVM_MSI_BYTES = 32;
+/** struct kvm_lapic_state: the 1 KiB xAPIC register page, registers 16 bytes apart (SDM vol. 3 §11.4.1). */
+export const KVM_LAPIC_STATE_BYTES = 1024;
+/**
+ * struct kvm_msr_filter (392 bytes): flags u32 @0 (KVM_MSR_FILTER_DEFAULT_DENY = 1), then 16
+ * ranges of 24 bytes from @8: flags u32 (KVM_MSR_FILTER_READ = 1, _WRITE = 2), nmsrs u32, base
+ * u32, bitmap pointer u64 @16 (a set bit allows the access, a clear bit makes it exit).
+ */
+export const KVM_MSR_FILTER_BYTES = 392;
+export const KVM_MSR_FILTER_RANGES = 16;
+export const KVM_MSR_FILTER_RANGE_BYTES = 24;
+export const KVM_MSR_FILTER_RANGES_AT = 8;
+export const KvmMsrFilterFlag = { READ: 1, WRITE: 2 } as const;
+/** struct kvm_ioapic_state (216 bytes, chip 2 of kvm_irqchip): base_address u64 @0, ioregsel u32 @8, id u32 @12, irr u32 @16, pad, redirtbl u64[24] @24. */
+export const KvmIoapicStateLayout = { BASE_ADDRESS: 0, IOREGSEL: 8, ID: 12, IRR: 16, REDIRECTION_TABLE: 24 } as const;
 
 /** struct kvm_userspace_memory_region (32 bytes). */
 export const KVM_USERSPACE_MEMORY_REGION_BYTES = 32;
