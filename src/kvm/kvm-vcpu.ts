@@ -274,7 +274,8 @@ export class KvmVcpu implements Vcpu {
     return Number(this.runView.getBigUint64(KvmRunLayout.IO_DATA_OFFSET, true));
   }
 
-  private ioctl(request: number, arg: number | ArrayBufferView, operation: string): void {
+  /** A vCPU ioctl (on this vCPU's thread); throws the typed error for a refusal, naming `operation`. */
+  ioctl(request: number, arg: number | ArrayBufferView, operation: string): void {
     if (this.closed) throw new IrqChipError(ErrorCode.EBADF, `vCPU ${this.id} is closed`);
     check(addon.ioctl(this.fd, request, arg), operation);
   }
