@@ -17,6 +17,8 @@
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <time.h>
+#include <atomic>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -195,9 +197,57 @@ Napi::Value ThreadId(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(syscall(SYS_gettid)));
 }
 
-void IgnoreKick(int) {}
+// The kick targets: for each vCPU thread, the kvm_run.immediate_exit byte the kick handler sets
+// (kvm-from-node.md §4). The handler must be async-signal-safe, so it finds its thread's byte in
+// this fixed table by gettid() with atomic loads: no thread_local (a dlopen'ed module's TLS may
+// be allocated lazily, which is not safe in a handler) and no locks.
+constexpr int kMaxKickTargets = 1024;
+struct KickTarget {
+  std::atomic<pid_t> thread_id;
+  std::atomic<uint8_t*> immediate_exit;
+};
+KickTarget g_kick_targets[kMaxKickTargets];
 
-// installKickHandler(signal): installs a no-op handler (SA_RESTART) for `signal`, process-wide.
+// The kick handler: a kick that lands while this thread runs JavaScript sets immediate_exit, so
+// its next KVM_RUN returns EINTR at once; one that lands inside KVM_RUN makes it return EINTR
+// (and sets the byte, which the vCPU clears). Either way no kick is lost, whoever sent it.
+void OnKick(int) {
+  const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+  for (KickTarget& target : g_kick_targets) {
+    if (target.thread_id.load(std::memory_order_acquire) != self) continue;
+    uint8_t* flag = target.immediate_exit.load(std::memory_order_acquire);
+    if (flag != nullptr) *reinterpret_cast<volatile uint8_t*>(flag) = 1;
+    return;
+  }
+}
+
+// setKickTarget(view): the calling thread's kick handler will set view's first byte (its vCPU's
+// kvm_run.immediate_exit); setKickTarget(null) forgets it (before kvm_run is unmapped).
+// 0, or -ENOSPC when every slot is taken.
+Napi::Value SetKickTarget(const Napi::CallbackInfo& info) {
+  const pid_t self = static_cast<pid_t>(syscall(SYS_gettid));
+  void* address = nullptr;
+  if (!info[0].IsNull() && !ViewAddress(info.Env(), info[0], &address)) return info.Env().Undefined();
+  uint8_t* flag = static_cast<uint8_t*>(address);
+  KickTarget* free_slot = nullptr;
+  for (KickTarget& target : g_kick_targets) {
+    const pid_t owner = target.thread_id.load(std::memory_order_acquire);
+    if (owner == self) {
+      target.immediate_exit.store(flag, std::memory_order_release);
+      if (flag == nullptr) target.thread_id.store(0, std::memory_order_release);
+      return Napi::Number::New(info.Env(), 0);
+    }
+    if (owner == 0 && free_slot == nullptr) free_slot = &target;
+  }
+  if (flag == nullptr) return Napi::Number::New(info.Env(), 0);
+  if (free_slot == nullptr) return Napi::Number::New(info.Env(), -ENOSPC);
+  // The byte first, then the owner: the handler never sees this thread's id with a stale byte.
+  free_slot->immediate_exit.store(flag, std::memory_order_release);
+  free_slot->thread_id.store(self, std::memory_order_release);
+  return Napi::Number::New(info.Env(), 0);
+}
+
+// installKickHandler(signal): installs the kick handler (SA_RESTART) for `signal`, process-wide.
 // A real handler, not SIG_IGN: an ignored signal is discarded and would not interrupt KVM_RUN;
 // SIG_DFL would kill the process. 0 or -errno.
 Napi::Value InstallKickHandler(const Napi::CallbackInfo& info) {
@@ -205,7 +255,7 @@ Napi::Value InstallKickHandler(const Napi::CallbackInfo& info) {
   if (!ArgInt(info, 0, &signal_number)) return info.Env().Undefined();
   struct sigaction action;
   std::memset(&action, 0, sizeof action);
-  action.sa_handler = IgnoreKick;
+  action.sa_handler = OnKick;
   action.sa_flags = SA_RESTART;
   sigemptyset(&action.sa_mask);
   return ResultOrErrno(info.Env(), sigaction(static_cast<int>(signal_number), &action, nullptr));
@@ -219,6 +269,42 @@ Napi::Value Kick(const Napi::CallbackInfo& info) {
   int64_t signal_number = 0;
   if (!ArgInt(info, 0, &thread_id) || !ArgInt(info, 1, &signal_number)) return info.Env().Undefined();
   return ResultOrErrno(info.Env(), syscall(SYS_tgkill, getpid(), static_cast<pid_t>(thread_id), static_cast<int>(signal_number)));
+}
+
+// timerCreate(threadId, signal): a POSIX timer on CLOCK_MONOTONIC that sends `signal` to that
+// thread of this process when it expires (SIGEV_THREAD_ID): how a vCPU thread inside KVM_RUN is
+// woken for its local APIC timer. The timer's id (>= 0), or -errno.
+Napi::Value TimerCreate(const Napi::CallbackInfo& info) {
+  int64_t thread_id = 0;
+  int64_t signal_number = 0;
+  if (!ArgInt(info, 0, &thread_id) || !ArgInt(info, 1, &signal_number)) return info.Env().Undefined();
+  struct sigevent event;
+  std::memset(&event, 0, sizeof event);
+  event.sigev_notify = SIGEV_THREAD_ID;
+  event.sigev_signo = static_cast<int>(signal_number);
+  event._sigev_un._tid = static_cast<pid_t>(thread_id);
+  timer_t timer;
+  if (timer_create(CLOCK_MONOTONIC, &event, &timer) != 0) return Errno(info.Env());
+  return Napi::Number::New(info.Env(), static_cast<double>(reinterpret_cast<intptr_t>(timer)));
+}
+
+// timerArm(id, delayNs): the timer fires once, delayNs from now; 0 disarms it. 0 or -errno.
+Napi::Value TimerArm(const Napi::CallbackInfo& info) {
+  int64_t id = 0;
+  uint64_t delay = 0;
+  if (!ArgInt(info, 0, &id) || !ArgU64(info, 1, &delay)) return info.Env().Undefined();
+  struct itimerspec spec;
+  std::memset(&spec, 0, sizeof spec);
+  spec.it_value.tv_sec = static_cast<time_t>(delay / 1000000000u);
+  spec.it_value.tv_nsec = static_cast<long>(delay % 1000000000u);
+  return ResultOrErrno(info.Env(), timer_settime(reinterpret_cast<timer_t>(static_cast<intptr_t>(id)), 0, &spec, nullptr));
+}
+
+// timerDelete(id): 0 or -errno.
+Napi::Value TimerDelete(const Napi::CallbackInfo& info) {
+  int64_t id = 0;
+  if (!ArgInt(info, 0, &id)) return info.Env().Undefined();
+  return ResultOrErrno(info.Env(), timer_delete(reinterpret_cast<timer_t>(static_cast<intptr_t>(id))));
 }
 
 // Poller: a libuv uv_poll_t on one fd, in the calling thread's event loop. The callback runs on
@@ -357,6 +443,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("threadId", Napi::Function::New<ThreadId>(env, "threadId"));
   exports.Set("installKickHandler", Napi::Function::New<InstallKickHandler>(env, "installKickHandler"));
   exports.Set("kick", Napi::Function::New<Kick>(env, "kick"));
+  exports.Set("setKickTarget", Napi::Function::New<SetKickTarget>(env, "setKickTarget"));
+  exports.Set("timerCreate", Napi::Function::New<TimerCreate>(env, "timerCreate"));
+  exports.Set("timerArm", Napi::Function::New<TimerArm>(env, "timerArm"));
+  exports.Set("timerDelete", Napi::Function::New<TimerDelete>(env, "timerDelete"));
   exports.Set("Poller", Poller::Define(env));
   return exports;
 }

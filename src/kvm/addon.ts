@@ -52,10 +52,24 @@ export interface IrqchipAddon {
   poll(fd: number, events: number, timeoutMs: number): number;
   /** The calling thread's kernel thread id (gettid), the target of `kick`. */
   threadId(): number;
-  /** Installs a no-op SA_RESTART handler for `signal`, process-wide: 0 or -errno. */
+  /**
+   * Installs the kick handler (SA_RESTART) for `signal`, process-wide: 0 or -errno. The handler
+   * sets the signalled thread's kick target byte (`setKickTarget`), if it has one.
+   */
   installKickHandler(signal: number): number;
+  /**
+   * Makes the kick handler, when it runs on the calling thread, set `view`'s first byte (its
+   * vCPU's kvm_run.immediate_exit); `null` forgets it. 0, or -ENOSPC when 1024 threads have one.
+   */
+  setKickTarget(view: ArrayBufferView | null): number;
   /** tgkill(getpid(), threadId, signal): 0 or -errno (-ESRCH for a thread that has gone). */
   kick(threadId: number, signal: number): number;
+  /** A CLOCK_MONOTONIC POSIX timer that sends `signal` to that thread of this process when it expires: its id (>= 0), or -errno. */
+  timerCreate(threadId: number, signal: number): number;
+  /** Arms the timer to fire once, `delayNs` from now (0 disarms): 0 or -errno. */
+  timerArm(timerId: number, delayNs: number | bigint): number;
+  /** Deletes the timer: 0 or -errno. */
+  timerDelete(timerId: number): number;
   /** `new Poller(fd, callback)`: `callback(status, events)` runs on this thread's loop when the fd is ready. */
   Poller: new (fd: number, callback: (status: number, events: number) => void) => NativePoller;
 }

@@ -8,7 +8,14 @@ import { IRQ_SOURCE, kernelChipMachine, kvmSkipReason, runPicGuest, waitForLog, 
 import { KvmVcpu } from './kvm-vcpu.ts';
 import { KvmVm } from './kvm-vm.ts';
 import { OsEvent } from './os-event.ts';
-import { GUEST_IRQ, GuestLog } from './pic-test-guest.ts';
+import { GUEST_IRQ, GuestLog, enterRealModeGuest } from './pic-test-guest.ts';
+import { addon } from './addon.ts';
+import { KICK_SIGNAL } from './linux.ts';
+import { allocateVcpuControl } from './kvm-vcpu.ts';
+import { kickVcpuThread } from './vcpu-kick.ts';
+
+/** `jmp $`: a guest that never exits by itself. */
+const SPIN_FOREVER = [0xeb, 0xfe];
 
 const skip = kvmSkipReason('KvmVcpu on real KVM');
 
@@ -58,6 +65,51 @@ describe('KvmVcpu registers and start-up', { skip }, () => {
       assert.deepEqual([special.get('cr0'), special.get('cr4'), special.get('efer')], [0x60000010n, 0n, 0n]);
       assert.deepEqual(special.table('idt'), { base: 0n, limit: 0xffff });
     } finally {
+      vcpu.close();
+      vm.close();
+    }
+  });
+});
+
+describe('kicks reach a vCPU thread wherever it is', { skip }, () => {
+  test('a kick that lands while the vCPU thread runs JavaScript makes its next KVM_RUN return INTR at once (the handler sets immediate_exit)', () => {
+    const vm = KvmVm.create({ memoryBytes: 0x10000 });
+    const control = allocateVcpuControl();
+    const vcpu = KvmVcpu.create(vm, 0, control);
+    try {
+      vm.memory.set(SPIN_FOREVER, 0x1000);
+      enterRealModeGuest(vcpu, 0x1000);
+      // The vCPU's thread is this one: the signal is handled before kickVcpuThread returns.
+      kickVcpuThread(control);
+      assert.equal(vcpu.run(), KvmExit.INTR, 'the kick was not lost: KVM_RUN returned at once');
+      assert.equal(vcpu.getRegs().get('rip'), 0x1000n, 'the guest did not advance');
+    } finally {
+      vcpu.close();
+      vm.close();
+    }
+    assert.doesNotThrow(() => {
+      kickVcpuThread(control);
+    }, 'a closed vCPU is not kicked');
+  });
+
+  test('a POSIX thread timer (timerCreate/timerArm) takes a spinning guest out of KVM_RUN when it expires; arming with 0 disarms', () => {
+    const vm = KvmVm.create({ memoryBytes: 0x10000 });
+    const vcpu = KvmVcpu.create(vm, 0);
+    const timer = addon.timerCreate(addon.threadId(), KICK_SIGNAL);
+    try {
+      assert.ok(timer >= 0, `timer_create: ${timer}`);
+      vm.memory.set(SPIN_FOREVER, 0x1000);
+      enterRealModeGuest(vcpu, 0x1000);
+      assert.equal(addon.timerArm(timer, 2_000_000), 0);
+      assert.equal(vcpu.run(), KvmExit.INTR, 'the timer ended KVM_RUN');
+      assert.equal(addon.timerArm(timer, 1_000_000), 0);
+      assert.equal(addon.timerArm(timer, 0), 0, 'disarmed');
+      // A guest that exits by itself after a while: the disarmed timer must not cut it short.
+      vm.memory.set([0xb9, 0x00, 0x80, 0xe2, 0xfe, 0xe6, 0x10], 0x1000); // mov cx, 0x8000; loop $; out 0x10, al
+      enterRealModeGuest(vcpu, 0x1000);
+      assert.equal(vcpu.run(), KvmExit.IO, 'no kick after disarming');
+    } finally {
+      addon.timerDelete(timer);
       vcpu.close();
       vm.close();
     }

@@ -3,19 +3,18 @@
  *
  * KVM_RUN blocks (with the in-kernel irqchip a guest HLT sleeps inside it), so each vCPU runs in
  * its own worker thread, which creates the vCPU itself (KVM_CREATE_VCPU) and maps its own kvm_run.
- * Another thread stops it with a kick (`VcpuThread.kick`, vcpu-thread.ts): it sets
- * kvm_run.immediate_exit through its own mapping of the same page and sends KICK_SIGNAL to this
- * thread, whose no-op handler makes a KVM_RUN in progress return EINTR; immediate_exit makes the
- * next one return EINTR at once when the signal arrived while this thread was in JavaScript. No
- * kick is lost.
+ * Any thread stops it with a kick: KICK_SIGNAL sent to this thread (`kickVcpuThread`). The
+ * signal makes a KVM_RUN in progress return EINTR, and its native handler sets this vCPU's
+ * kvm_run.immediate_exit (`addon.setKickTarget`), so a kick that lands while this thread runs
+ * JavaScript makes the next KVM_RUN return EINTR at once. No kick is lost, and the kicker needs
+ * nothing but the thread id.
  *
  * The vCPU's control block (a SharedArrayBuffer; Int32Array words):
  *   0  stop requested: set by the supervisor before its last kick; `run()` then keeps
  *      immediate_exit set, so every later KVM_RUN returns at once
  *   1  kernel thread id of the vCPU thread (0 until published)
  *   2  the vCPU fd (-1 until published)
- *   3  mapped: the supervisor has mapped kvm_run (the vCPU fd stays open at least until then)
- *   4  exited: the vCPU was closed; kicks are no longer sent
+ *   3  exited: the vCPU was closed; kicks are no longer sent
  */
 
 import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
@@ -32,10 +31,9 @@ export const VcpuControlWord = {
   StopRequested: 0,
   ThreadId: 1,
   VcpuFd: 2,
-  Mapped: 3,
-  Exited: 4,
+  Exited: 3,
 } as const;
-const CONTROL_WORDS = 5;
+const CONTROL_WORDS = 4;
 
 export function allocateVcpuControl(): Int32Array {
   const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * Int32Array.BYTES_PER_ELEMENT));
@@ -97,6 +95,11 @@ export class KvmVcpu implements Vcpu {
     if (typeof run === 'number') {
       addon.close(fd);
       throw systemError(-run, 'mmap of kvm_run');
+    }
+    const kickTarget = addon.setKickTarget(new Uint8Array(run, KvmRunLayout.IMMEDIATE_EXIT, 1));
+    if (kickTarget < 0) {
+      addon.close(fd);
+      throw systemError(-kickTarget, 'registering the vCPU thread for kicks');
     }
     Atomics.store(control, VcpuControlWord.VcpuFd, fd);
     Atomics.store(control, VcpuControlWord.ThreadId, addon.threadId());
@@ -265,6 +268,7 @@ export class KvmVcpu implements Vcpu {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    addon.setKickTarget(null);
     Atomics.store(this.control, VcpuControlWord.Exited, 1);
     Atomics.notify(this.control, VcpuControlWord.Exited);
     addon.close(this.fd);

@@ -3,8 +3,8 @@
  *
  * `VcpuThread.start(vm, { vcpuId, module })` starts a worker on `module`, which calls
  * `attachVcpuThread()` to create its vCPU (KVM_CREATE_VCPU on its own thread) and then loops on
- * `vcpu.run()` until `vcpu.stopRequested`. The supervisor maps the same kvm_run page for itself,
- * so it can kick: set immediate_exit, then signal the thread (kvm-vcpu.ts).
+ * `vcpu.run()` until `vcpu.stopRequested`. Kicks go through the vCPU's control block
+ * (vcpu-kick.ts), which any thread may hold: `controlBlock`.
  *
  * Shutdown: a worker blocked in KVM_RUN blocks `worker.terminate()`, and `process.exit()` hangs
  * forever. `stop()` sets the stop flag, kicks, waits for the vCPU to close and then terminates the
@@ -13,16 +13,14 @@
  */
 
 import { once } from 'node:events';
-import { constants } from 'node:os';
 import { workerData as incomingWorkerData, type Worker } from 'node:worker_threads';
 import { ErrorCode, IrqChipError } from '../base/errors.ts';
 import { waitAsyncKeepingAlive } from '../base/wait-async.ts';
 import { startTypeScriptWorker } from '../node/worker.ts';
-import { addon } from './addon.ts';
-import { KvmCap, KvmRunLayout } from './kvm-abi.ts';
+import { KvmCap } from './kvm-abi.ts';
 import { KvmVcpu, VcpuControlWord, allocateVcpuControl } from './kvm-vcpu.ts';
 import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
-import { KICK_SIGNAL, check, systemError } from './linux.ts';
+import { kickVcpuThread } from './vcpu-kick.ts';
 
 export interface VcpuThreadOptions {
   readonly vcpuId: number;
@@ -45,9 +43,6 @@ interface VcpuWorkerData {
 
 const DEFAULT_START_TIMEOUT_MS = 30_000;
 const DEFAULT_STOP_TIMEOUT_MS = 5_000;
-/** How long `attachVcpuThread` waits for the supervisor's kvm_run mapping. */
-const MAPPING_TIMEOUT_MS = 30_000;
-const { ESRCH } = constants.errno;
 
 /** Started and not yet stopped, on this thread: kicked with the stop flag set when the process exits. */
 const liveThreads = new Set<VcpuThread>();
@@ -62,8 +57,6 @@ function installExitHook(): void {
 }
 
 export class VcpuThread {
-  private readonly run8: Uint8Array;
-  private readonly threadId: number;
   private readonly exited: Promise<unknown>;
 
   private constructor(
@@ -71,10 +64,7 @@ export class VcpuThread {
     /** The worker, for the VMM's own messages to its vCPU loop. */
     readonly worker: Worker,
     private readonly control: Int32Array,
-    runMapping: ArrayBuffer,
   ) {
-    this.run8 = new Uint8Array(runMapping);
-    this.threadId = Atomics.load(control, VcpuControlWord.ThreadId);
     this.exited = once(worker, 'exit');
     liveThreads.add(this);
     installExitHook();
@@ -103,14 +93,12 @@ export class VcpuThread {
       await worker.terminate();
       throw error;
     }
-    const runMapping = addon.mmap(Atomics.load(control, VcpuControlWord.VcpuFd), vm.vcpuMmapSize, 0);
-    Atomics.store(control, VcpuControlWord.Mapped, 1);
-    Atomics.notify(control, VcpuControlWord.Mapped);
-    if (typeof runMapping === 'number') {
-      await stopWorker(worker, control);
-      throw systemError(-runMapping, 'mmap of a vCPU thread kvm_run');
-    }
-    return new VcpuThread(options.vcpuId, worker, control, runMapping);
+    return new VcpuThread(options.vcpuId, worker, control);
+  }
+
+  /** The vCPU's control block: what another thread needs to kick it (`kickVcpuThread`). */
+  get controlBlock(): SharedArrayBuffer {
+    return this.control.buffer as SharedArrayBuffer;
   }
 
   /**
@@ -118,11 +106,7 @@ export class VcpuThread {
    * `KvmExit.INTR`. The VMM puts what it wants in its own mailbox before kicking.
    */
   kick(): void {
-    if (Atomics.load(this.control, VcpuControlWord.Exited) !== 0) return;
-    Atomics.store(this.run8, KvmRunLayout.IMMEDIATE_EXIT, 1);
-    const result = addon.kick(this.threadId, KICK_SIGNAL);
-    // ESRCH: the thread ended after the check above; nothing is left to kick.
-    if (result !== -ESRCH) check(result, 'tgkill (vCPU kick)');
+    kickVcpuThread(this.control);
   }
 
   /** Sets the stop flag and kicks: the vCPU's `run()` returns and never blocks again. */
@@ -175,9 +159,8 @@ async function stopWorker(worker: Worker, control: Int32Array, timeoutMs = DEFAU
 }
 
 /**
- * In a worker started by `VcpuThread.start`: creates the vCPU on this thread, waits until the
- * supervisor has mapped its kvm_run (so kicks can reach it), and returns it with the VM view and
- * the supervisor's `data`. The caller runs it until `vcpu.stopRequested`, then `vcpu.close()`.
+ * In a worker started by `VcpuThread.start`: creates the vCPU on this thread (from then on kicks
+ * reach it) and returns it with the VM view and the supervisor's `data`. The caller runs it until `vcpu.stopRequested`, then `vcpu.close()`.
  */
 export function attachVcpuThread(): { readonly vcpu: KvmVcpu; readonly vm: KvmVm; readonly data: unknown } {
   const received = incomingWorkerData as Partial<VcpuWorkerData> | undefined;
@@ -187,9 +170,5 @@ export function attachVcpuThread(): { readonly vcpu: KvmVcpu; readonly vm: KvmVm
   const vm = KvmVm.fromDescriptor(received.vm);
   const control = new Int32Array(received.control);
   const vcpu = KvmVcpu.create(vm, received.vcpuId, control);
-  if (Atomics.wait(control, VcpuControlWord.Mapped, 0, MAPPING_TIMEOUT_MS) === 'timed-out') {
-    vcpu.close();
-    throw new IrqChipError(ErrorCode.EAGAIN, 'attachVcpuThread: the supervisor did not map kvm_run');
-  }
   return { vcpu, vm, data: received.data };
 }
