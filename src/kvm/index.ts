@@ -15,5 +15,6 @@ export { KICK_SIGNAL, KvmError } from './linux.ts';
 export { OsEvent, type OsEventDescriptor } from './os-event.ts';
 export { RealVfioDevice, type VfioDeviceFiles, type VfioSystemCalls } from './real-vfio-device.ts';
 export { VcpuThread, attachVcpuThread, type VcpuThreadOptions } from './vcpu-thread.ts';
+export { kickThread, kickVcpuThread } from './vcpu-kick.ts';
 export { VFIO_DIRECTORY, iommuGroupOf, openVfioDevice, type VfioDeviceOptions } from './vfio-container.ts';
 export { kvmUnavailableReason } from './availability.ts';

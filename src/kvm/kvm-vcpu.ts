@@ -146,30 +146,59 @@ export class KvmVcpu implements Vcpu {
 
   /** KVM_EXIT_IO, OUT: the first value written (string I/O, `count` > 1, is not decoded here). */
   ioValue(): number {
-    const at = this.ioDataOffset();
-    switch (this.ioSize()) {
-      case 1:
-        return this.runView.getUint8(at);
-      case 2:
-        return this.runView.getUint16(at, true);
-      default:
-        return this.runView.getUint32(at, true);
-    }
+    return readLittleEndian(this.runView, this.ioDataOffset(), this.ioSize());
   }
 
   /** KVM_EXIT_IO, IN: the value the guest reads. */
   setIoValue(value: number): void {
-    const at = this.ioDataOffset();
-    switch (this.ioSize()) {
-      case 1:
-        this.runView.setUint8(at, value);
-        return;
-      case 2:
-        this.runView.setUint16(at, value, true);
-        return;
-      default:
-        this.runView.setUint32(at, value, true);
-    }
+    writeLittleEndian(this.runView, this.ioDataOffset(), this.ioSize(), value);
+  }
+
+  /** KVM_EXIT_MMIO: the guest-physical address. */
+  mmioAddress(): number {
+    return Number(this.runView.getBigUint64(KvmRunLayout.MMIO_PHYS_ADDR, true));
+  }
+
+  /** KVM_EXIT_MMIO: true for a write. */
+  mmioIsWrite(): boolean {
+    return this.run8[KvmRunLayout.MMIO_IS_WRITE] !== 0;
+  }
+
+  /** KVM_EXIT_MMIO: the access size in bytes (1, 2, 4 or 8). */
+  mmioSize(): number {
+    return this.runView.getUint32(KvmRunLayout.MMIO_LEN, true);
+  }
+
+  /** KVM_EXIT_MMIO, write: the value written (at most its low 32 bits: our devices are 32-bit). */
+  mmioValue(): number {
+    return readLittleEndian(this.runView, KvmRunLayout.MMIO_DATA, Math.min(this.mmioSize(), 4));
+  }
+
+  /** KVM_EXIT_MMIO, read: the value the guest reads (zero-extended past 32 bits). */
+  setMmioValue(value: number): void {
+    this.run8.fill(0, KvmRunLayout.MMIO_DATA, KvmRunLayout.MMIO_DATA + 8);
+    writeLittleEndian(this.runView, KvmRunLayout.MMIO_DATA, Math.min(this.mmioSize(), 4), value);
+  }
+
+  /** KVM_EXIT_IOAPIC_EOI: the vector the guest's local APIC EOI'd. */
+  eoiVector(): number {
+    return this.run8[KvmRunLayout.EOI_VECTOR] ?? 0;
+  }
+
+  /** KVM_EXIT_X86_RDMSR / WRMSR: the MSR's index. */
+  msrIndex(): number {
+    return this.runView.getUint32(KvmRunLayout.MSR_INDEX, true);
+  }
+
+  /** KVM_EXIT_X86_WRMSR: the value written. */
+  msrValue(): bigint {
+    return this.runView.getBigUint64(KvmRunLayout.MSR_DATA, true);
+  }
+
+  /** Completes an RDMSR/WRMSR exit: the value read (RDMSR), or a #GP for the guest. */
+  completeMsr(result: { readonly ok: true; readonly value?: bigint } | { readonly ok: false }): void {
+    this.run8[KvmRunLayout.MSR_ERROR] = result.ok ? 0 : 1;
+    if (result.ok && result.value !== undefined) this.runView.setBigUint64(KvmRunLayout.MSR_DATA, result.value, true);
   }
 
   // --- registers and state ------------------------------------------------------------------
@@ -278,9 +307,35 @@ export class KvmVcpu implements Vcpu {
     return Number(this.runView.getBigUint64(KvmRunLayout.IO_DATA_OFFSET, true));
   }
 
+
   /** A vCPU ioctl (on this vCPU's thread); throws the typed error for a refusal, naming `operation`. */
   ioctl(request: number, arg: number | ArrayBufferView, operation: string): void {
     if (this.closed) throw new IrqChipError(ErrorCode.EBADF, `vCPU ${this.id} is closed`);
     check(addon.ioctl(this.fd, request, arg), operation);
+  }
+}
+
+/** A 1-, 2- or 4-byte little-endian value (any other size reads 4 bytes). */
+function readLittleEndian(view: DataView, at: number, size: number): number {
+  switch (size) {
+    case 1:
+      return view.getUint8(at);
+    case 2:
+      return view.getUint16(at, true);
+    default:
+      return view.getUint32(at, true);
+  }
+}
+
+function writeLittleEndian(view: DataView, at: number, size: number, value: number): void {
+  switch (size) {
+    case 1:
+      view.setUint8(at, value);
+      return;
+    case 2:
+      view.setUint16(at, value, true);
+      return;
+    default:
+      view.setUint32(at, value >>> 0, true);
   }
 }

@@ -11,6 +11,7 @@
  */
 
 import { constants } from 'node:os';
+import { registerThreadWaker } from '../base/thread-waker.ts';
 import { addon } from './addon.ts';
 import { VcpuControlWord } from './kvm-vcpu.ts';
 import { KICK_SIGNAL, check } from './linux.ts';
@@ -20,9 +21,17 @@ const { ESRCH } = constants.errno;
 /** Kicks the vCPU whose control block this is; nothing when it has not started or has exited. */
 export function kickVcpuThread(control: Int32Array): void {
   if (Atomics.load(control, VcpuControlWord.Exited) !== 0) return;
-  const threadId = Atomics.load(control, VcpuControlWord.ThreadId);
+  kickThread(Atomics.load(control, VcpuControlWord.ThreadId));
+}
+
+/** Sends the kick signal to a vCPU thread by its kernel thread id (0: none yet). */
+export function kickThread(threadId: number): void {
   if (threadId === 0) return;
   const result = addon.kick(threadId, KICK_SIGNAL);
-  // ESRCH: the thread ended after the check above; nothing is left to kick.
+  // ESRCH: the thread ended meanwhile; nothing is left to kick.
   if (result !== -ESRCH) check(result, 'tgkill (vCPU kick)');
 }
+
+// Our local APICs wake a vCPU thread that runs guest code this way (base/thread-waker.ts), on
+// every thread that loads irqchip/kvm.
+registerThreadWaker(kickThread);

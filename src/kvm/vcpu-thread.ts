@@ -13,7 +13,7 @@
  */
 
 import { once } from 'node:events';
-import { workerData as incomingWorkerData, type Worker } from 'node:worker_threads';
+import { workerData as incomingWorkerData, type Worker, type WorkerOptions } from 'node:worker_threads';
 import { ErrorCode, IrqChipError } from '../base/errors.ts';
 import { waitAsyncKeepingAlive } from '../base/wait-async.ts';
 import { startTypeScriptWorker } from '../node/worker.ts';
@@ -28,6 +28,8 @@ export interface VcpuThreadOptions {
   readonly module: URL;
   /** Passed to the worker (structured clone): `attachVcpuThread().data`. */
   readonly data?: unknown;
+  /** Objects in `data` to transfer rather than clone (a chip view's MessagePort). */
+  readonly transferList?: WorkerOptions['transferList'];
   /** How long the worker may take to create its vCPU (default 30 s: a worker loads tsx first). */
   readonly startTimeoutMs?: number;
 }
@@ -86,7 +88,7 @@ export class VcpuThread {
       control: control.buffer as SharedArrayBuffer,
       data: options.data,
     };
-    const worker = startTypeScriptWorker(options.module, { workerData });
+    const worker = startTypeScriptWorker(options.module, { workerData, ...(options.transferList === undefined ? {} : { transferList: options.transferList }) });
     try {
       await published(worker, control, options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS);
     } catch (error) {

@@ -45,6 +45,8 @@
  *   -- not snapshotted --
  *   STATE_WORDS     doorbell generation: bumped whenever an interrupt/NMI/SMI/INIT/SIPI may have become deliverable
  *   STATE_WORDS+1   doorbell waiters: threads sleeping in Atomics.wait on the generation
+ *   STATE_WORDS+2   running thread: the kernel thread id of the vCPU thread while it runs guest
+ *                   code (KVM_RUN) and cannot see the doorbell; 0 otherwise. A ring wakes it.
  */
 
 import { LOCK_WORDS } from '../../base/shared-state.ts';
@@ -153,7 +155,8 @@ export const STATE_WORDS = Word.CountersFirst + COUNTER_NAMES.length;
 export const MODEL_WORDS = STATE_WORDS - LOCK_WORDS;
 export const DOORBELL_GENERATION = STATE_WORDS;
 export const DOORBELL_WAITERS = STATE_WORDS + 1;
-export const DOORBELL_WORDS = 2;
+export const DOORBELL_RUNNING_THREAD = STATE_WORDS + 2;
+export const DOORBELL_WORDS = 3;
 
 /** Word `index` as a float64 slot index, for a Float64Array over the same buffer. */
 export function float64Slot(index: number): number {

@@ -25,6 +25,7 @@
 
 import type { Clock } from '../../base/clock.ts';
 import { waitAsyncKeepingAlive } from '../../base/wait-async.ts';
+import { wakeRunningThread } from '../../base/thread-waker.ts';
 import { ErrorCode, check, checkRange } from '../../base/errors.ts';
 import { allOnes, highHalf, joinHalves, lowHalf } from '../../base/integers.ts';
 import { LOCK_WORDS, acquireLock, allocateStateWords, encodeSnapshot, releaseLock, restoreSnapshot, withLock } from '../../base/shared-state.ts';
@@ -126,6 +127,7 @@ import {
   Counter,
   COUNTER_NAMES,
   DOORBELL_GENERATION,
+  DOORBELL_RUNNING_THREAD,
   DOORBELL_WAITERS,
   DOORBELL_WORDS,
   float64Slot,
@@ -708,6 +710,26 @@ export class LocalApic implements ApicBusMember {
     this.ringDoorbell();
   }
 
+  /**
+   * The vCPU thread `threadId` is about to run guest code (KVM_RUN), where it cannot see the
+   * doorbell: until `leaveGuest`, a ring also wakes that thread (`wakeRunningThread`). Returns
+   * false, having published nothing, when the doorbell rang since `generation` (read before the
+   * vCPU last looked at its events): then look again instead of running. Published first and
+   * checked after, against a ring that bumps first and looks after: one of the two always sees
+   * the other, so no wake-up falls between them.
+   */
+  enterGuest(threadId: number, generation: number): boolean {
+    Atomics.store(this.all, DOORBELL_RUNNING_THREAD, threadId);
+    if (Atomics.load(this.all, DOORBELL_GENERATION) === generation) return true;
+    Atomics.store(this.all, DOORBELL_RUNNING_THREAD, 0);
+    return false;
+  }
+
+  /** The vCPU thread is back from guest code: rings no longer wake it. */
+  leaveGuest(): void {
+    Atomics.store(this.all, DOORBELL_RUNNING_THREAD, 0);
+  }
+
   // -------------------------------------------------------------------------------------------
   // Observability, snapshots
   // -------------------------------------------------------------------------------------------
@@ -804,6 +826,8 @@ export class LocalApic implements ApicBusMember {
   private ringDoorbell(): void {
     Atomics.add(this.all, DOORBELL_GENERATION, 1);
     if (Atomics.load(this.all, DOORBELL_WAITERS) !== 0) Atomics.notify(this.all, DOORBELL_GENERATION);
+    const runningThread = Atomics.load(this.all, DOORBELL_RUNNING_THREAD);
+    if (runningThread !== 0) wakeRunningThread(runningThread);
   }
 
   /** The vCPU takes an event: a halted one is running again. */

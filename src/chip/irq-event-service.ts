@@ -1,0 +1,86 @@
+/**
+ * `IrqEventService`: the VMM's IRQ service loop for a chip that services its events itself (the
+ * userspace and split chips; seed-apis.md §2.6): each registered event gets a waiter that calls
+ * `serviceIrqEvent` whenever the event is signalled, and the chip's delayed-event token gets one
+ * that calls `processDelayedIrqEvents`. Waiting never blocks the thread (`Event.waitAsync`: a
+ * memory event's `Atomics.waitAsync`, an eventfd's `uv_poll`), so it runs on the main thread
+ * beside everything else.
+ *
+ * Each waiter wakes at least every POLL_MS to notice `stop()` and unregistered events; events
+ * registered after `start()` are picked up by `refresh()`.
+ */
+
+import type { Event } from '../event/event.ts';
+import type { IrqChip } from './irq-chip.ts';
+
+/** How often an idle waiter looks at whether it should still wait. */
+const POLL_MS = 50;
+
+export class IrqEventService {
+  /** Services that found work, counted: events serviced and delayed-event passes. */
+  serviced = 0;
+  private running = false;
+  private readonly watched = new Map<number, Event>();
+  private readonly loops: Promise<void>[] = [];
+
+  constructor(private readonly chip: IrqChip) {}
+
+  /** Starts waiting on every registered event and on the delayed-event token. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    const delayed = this.chip.irqDelayedEventToken();
+    if (delayed !== undefined) {
+      this.loops.push(
+        this.watch(delayed, () => true, () => {
+          this.chip.processDelayedIrqEvents();
+        }),
+      );
+    }
+    this.refresh();
+  }
+
+  /** Starts waiters for events registered since the last look. */
+  refresh(): void {
+    if (!this.running) return;
+    for (const token of this.chip.irqEventTokens()) {
+      if (this.watched.get(token.index) === token.event) continue;
+      const { index, event } = token;
+      this.watched.set(index, event);
+      this.loops.push(
+        this.watch(event, () => this.watched.get(index) === event && this.isRegistered(index, event), () => {
+          this.chip.serviceIrqEvent(index);
+        }),
+      );
+    }
+  }
+
+  /** Stops every waiter and waits for them to finish. */
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.loops.splice(0));
+    this.watched.clear();
+  }
+
+  private stopped(): boolean {
+    return !this.running;
+  }
+
+  private isRegistered(index: number, event: Event): boolean {
+    return this.chip.irqEventTokens().some((token) => token.index === index && token.event === event);
+  }
+
+  private async watch(event: Event, stillWanted: () => boolean, service: () => void): Promise<void> {
+    while (this.running) {
+      const result = await event.waitAsync(POLL_MS);
+      // stop() may have run while this waited.
+      if (this.stopped()) return;
+      if (result === 'timed-out') {
+        if (!stillWanted()) return;
+        continue;
+      }
+      service();
+      this.serviced++;
+    }
+  }
+}

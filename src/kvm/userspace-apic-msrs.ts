@@ -1,0 +1,67 @@
+/**
+ * With the local APICs in userspace, their MSRs must come to us. KVM without an in-kernel LAPIC
+ * keeps IA32_APIC_BASE itself and silently swallows IA32_TSC_DEADLINE writes (measured here), and
+ * fails x2APIC MSR accesses. So the VM gets KVM_CAP_X86_USER_SPACE_MSR with FILTER exits, and an
+ * MSR filter (KVM_X86_SET_MSR_FILTER) that denies exactly the APIC's MSRs to the kernel: every
+ * guest RDMSR/WRMSR of IA32_APIC_BASE (0x1b), IA32_TSC_DEADLINE (0x6e0) and 0x800–0x8ff then
+ * exits with KVM_EXIT_X86_RDMSR/WRMSR for our LocalApic to answer. Every other MSR stays KVM's.
+ */
+
+import { ErrorCode, IrqChipError } from '../base/errors.ts';
+import { MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST } from '../x86/lapic/apic-registers.ts';
+import { addon } from './addon.ts';
+import {
+  KVM_ENABLE_CAP_BYTES,
+  KVM_MSR_FILTER_BYTES,
+  KVM_MSR_FILTER_RANGES_AT,
+  KVM_MSR_FILTER_RANGE_BYTES,
+  KvmCap,
+  KvmIoctl,
+  KvmMsrExitReason,
+  KvmMsrFilterFlag,
+} from './kvm-abi.ts';
+import type { KvmVm } from './kvm-vm.ts';
+
+/** The MSR ranges our local APIC owns: [first index, count]. */
+export const USERSPACE_APIC_MSR_RANGES: readonly (readonly [first: number, count: number])[] = [
+  [MSR_IA32_APIC_BASE, 1],
+  [MSR_IA32_TSC_DEADLINE, 1],
+  [MSR_X2APIC_FIRST, MSR_X2APIC_LAST - MSR_X2APIC_FIRST + 1],
+];
+const BITS_PER_BYTE = 8;
+
+/** Whether `index` is one of the MSRs routed to userspace. */
+export function isUserspaceApicMsr(index: number): boolean {
+  return USERSPACE_APIC_MSR_RANGES.some(([first, count]) => index >= first && index < first + count);
+}
+
+/** KVM_ENABLE_CAP on the VM with one argument. */
+export function enableVmCapability(vm: KvmVm, capability: number, argument: bigint, name: string): void {
+  const request = new DataView(new ArrayBuffer(KVM_ENABLE_CAP_BYTES));
+  request.setUint32(0, capability, true);
+  request.setBigUint64(8, argument, true);
+  vm.ioctl(KvmIoctl.ENABLE_CAP, request, `KVM_ENABLE_CAP(${name})`);
+}
+
+/** Makes the guest's accesses to the local APIC's MSRs exit to userspace (see above). Before any vCPU runs. */
+export function routeApicMsrsToUserspace(vm: KvmVm): void {
+  for (const [cap, name] of [
+    [KvmCap.X86_USER_SPACE_MSR, 'KVM_CAP_X86_USER_SPACE_MSR'],
+    [KvmCap.X86_MSR_FILTER, 'KVM_CAP_X86_MSR_FILTER'],
+  ] as const) {
+    if (vm.checkExtension(cap) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks ${name}, which a userspace local APIC needs for its MSRs`);
+  }
+  enableVmCapability(vm, KvmCap.X86_USER_SPACE_MSR, BigInt(KvmMsrExitReason.FILTER), 'KVM_CAP_X86_USER_SPACE_MSR');
+  const filter = new DataView(new ArrayBuffer(KVM_MSR_FILTER_BYTES));
+  // flags 0: MSRs outside the ranges are allowed (KVM's). In a range a clear bit denies, so
+  // all-zero bitmaps send every access of the range to us. KVM copies the bitmaps.
+  const bitmaps = USERSPACE_APIC_MSR_RANGES.map(([, count]) => new Uint8Array(Math.ceil(count / BITS_PER_BYTE)));
+  USERSPACE_APIC_MSR_RANGES.forEach(([first, count], index) => {
+    const range = KVM_MSR_FILTER_RANGES_AT + index * KVM_MSR_FILTER_RANGE_BYTES;
+    filter.setUint32(range, KvmMsrFilterFlag.READ | KvmMsrFilterFlag.WRITE, true);
+    filter.setUint32(range + 4, count, true);
+    filter.setUint32(range + 8, first, true);
+    filter.setBigUint64(range + 16, addon.addressOf(bitmaps[index] ?? new Uint8Array(1)), true);
+  });
+  vm.ioctl(KvmIoctl.X86_SET_MSR_FILTER, filter, 'KVM_X86_SET_MSR_FILTER');
+}
