@@ -32,19 +32,22 @@ struct probe_config {
   u16 pic_level;
   u32 ioapic_entry_count;
   struct ioapic_entry_config ioapic[IOAPIC_PINS];
+  u32 no_eoi_vector; /* a vector whose handler never EOIs (0: none), to observe when EOIs happen */
 };
+
+static const volatile struct probe_config *config = (const volatile struct probe_config *)CONFIG_ADDRESS;
 
 void guest_interrupt(u64 vector, u64 error_code) {
   (void)error_code;
   if (vector < FIRST_EXTERNAL_VECTOR) fatal(vector);
   if (vector == SPURIOUS_VECTOR) return; /* a spurious interrupt takes no EOI (SDM §11.9) */
   report_interrupt(vector);
+  if (vector == config->no_eoi_vector) return;
   if (vector < PIC_VECTORS_END) pic_eoi((u8)(vector - PIC_MASTER_BASE));
   else lapic_eoi();
 }
 
 int main(void) {
-  const volatile struct probe_config *config = (const volatile struct probe_config *)CONFIG_ADDRESS;
   if (config->magic != CONFIG_MAGIC) fatal(0xffff);
   idt_install();
   lapic_enable((config->flags & FLAG_X2APIC) != 0);

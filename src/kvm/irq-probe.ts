@@ -42,12 +42,14 @@ export interface IrqProbeConfig {
   /** IRQs made level-triggered in the ELCR. */
   readonly picLevel?: number;
   readonly ioapic?: readonly ProbeIoapicEntry[];
+  /** A vector whose handler reports but never EOIs: to observe when the host's EOI happens. */
+  readonly noEoiVector?: number;
 }
 
 /**
  * struct probe_config at CONFIG_ADDRESS: magic u32 @0, flags u32 @4, pic_unmasked u16 @8,
  * pic_level u16 @10, ioapic_entry_count u32 @12, then the entries @16 (pin, vector,
- * level_triggered, destination: a byte each).
+ * level_triggered, destination: a byte each; room for 24), then no_eoi_vector u32 @112.
  */
 const CONFIG_ADDRESS = 0x8000;
 const CONFIG_MAGIC = 0x50515249;
@@ -56,6 +58,8 @@ const FLAG_PIC_VIRTUAL_WIRE = 2;
 const IOAPIC_ENTRIES_AT = 16;
 const IOAPIC_ENTRY_BYTES = 4;
 const MAX_IOAPIC_ENTRIES = 24;
+const NO_EOI_VECTOR_AT = IOAPIC_ENTRIES_AT + MAX_IOAPIC_ENTRIES * IOAPIC_ENTRY_BYTES;
+const CONFIG_BYTES = NO_EOI_VECTOR_AT + 4;
 
 /** Loads the guest image, its long-mode tables and its configuration into guest RAM. */
 export function loadIrqProbe(memory: Uint8Array, config: IrqProbeConfig): void {
@@ -63,7 +67,7 @@ export function loadIrqProbe(memory: Uint8Array, config: IrqProbeConfig): void {
   if (entries.length > MAX_IOAPIC_ENTRIES) throw new RangeError(`irq-probe takes at most ${MAX_IOAPIC_ENTRIES} IOAPIC entries`);
   writeLongModeTables(memory);
   loadGuestImage(memory, readGuestImage('irq-probe'));
-  const view = new DataView(memory.buffer, memory.byteOffset + CONFIG_ADDRESS, IOAPIC_ENTRIES_AT + MAX_IOAPIC_ENTRIES * IOAPIC_ENTRY_BYTES);
+  const view = new DataView(memory.buffer, memory.byteOffset + CONFIG_ADDRESS, CONFIG_BYTES);
   view.setUint32(0, CONFIG_MAGIC, true);
   view.setUint32(4, (config.x2apic === true ? FLAG_X2APIC : 0) | (config.picVirtualWire === true ? FLAG_PIC_VIRTUAL_WIRE : 0), true);
   view.setUint16(8, config.picUnmasked ?? 0, true);
@@ -76,6 +80,7 @@ export function loadIrqProbe(memory: Uint8Array, config: IrqProbeConfig): void {
     view.setUint8(at + 2, entry.levelTriggered ? 1 : 0);
     view.setUint8(at + 3, entry.destination ?? 0);
   });
+  view.setUint32(NO_EOI_VECTOR_AT, config.noEoiVector ?? 0, true);
 }
 
 /** Points a vCPU at the guest's entry, in long mode. */

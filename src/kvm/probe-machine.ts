@@ -5,6 +5,7 @@
  * code runs in every mode, so their deliveries and round trips compare. Not part of the API.
  */
 
+import { existsSync } from 'node:fs';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import { IrqEventService } from '../chip/irq-event-service.ts';
 import { UserspaceIrqChip, type UserspaceIrqChipDescriptor } from '../chip/userspace-irq-chip.ts';
@@ -19,6 +20,20 @@ import { VcpuThread, type VcpuThreadOptions } from './vcpu-thread.ts';
 
 export type ChipMode = 'kernel' | 'split' | 'userspace';
 export const CHIP_MODES: readonly ChipMode[] = ['kernel', 'split', 'userspace'];
+
+/** The PVM module: /dev/kvm here is PVM (nested, software), not VMX or SVM (kvm-from-node.md §0). */
+const PVM_MODULE = '/sys/module/kvm_pvm';
+
+/**
+ * Whether the guest's local APIC EOIs a level-triggered interrupt when it is delivered rather than
+ * when the handler writes EOI. True where the local APIC is KVM's (kernel and split chips) on a
+ * PVM host: measured in kvm-from-node.md §8 (ISR and PPR read 0 in the handler; a handler that
+ * never EOIs still ends the interrupt) and proved again by chip-modes.test.ts. Our local APIC
+ * (userspace chip) follows the SDM everywhere.
+ */
+export function eoisAtDelivery(mode: ChipMode): boolean {
+  return mode !== 'userspace' && existsSync(PVM_MODULE);
+}
 
 /** The machine's log: Int32Array words over a SharedArrayBuffer, written by the vCPU worker. */
 export const ProbeLog = {

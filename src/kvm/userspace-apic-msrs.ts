@@ -1,10 +1,13 @@
 /**
  * With the local APICs in userspace, their MSRs must come to us. KVM without an in-kernel LAPIC
- * keeps IA32_APIC_BASE itself and silently swallows IA32_TSC_DEADLINE writes (measured here), and
- * fails x2APIC MSR accesses. So the VM gets KVM_CAP_X86_USER_SPACE_MSR with FILTER exits, and an
- * MSR filter (KVM_X86_SET_MSR_FILTER) that denies exactly the APIC's MSRs to the kernel: every
- * guest RDMSR/WRMSR of IA32_APIC_BASE (0x1b), IA32_TSC_DEADLINE (0x6e0) and 0x800–0x8ff then
- * exits with KVM_EXIT_X86_RDMSR/WRMSR for our LocalApic to answer. Every other MSR stays KVM's.
+ * keeps IA32_APIC_BASE itself (and refuses x2APIC mode unless the guest's CPUID has it) and
+ * silently swallows IA32_TSC_DEADLINE writes (measured here), and fails x2APIC MSR accesses. So
+ * the VM gets KVM_CAP_X86_USER_SPACE_MSR, and an MSR filter (KVM_X86_SET_MSR_FILTER) that denies
+ * IA32_APIC_BASE (0x1b) and IA32_TSC_DEADLINE (0x6e0) to the kernel: the guest's RDMSR/WRMSR of
+ * them exit (reason FILTER) for our LocalApic to answer. KVM never filters the x2APIC range
+ * 0x800–0x8ff (kvm_msr_allowed lets it through), but without an in-kernel APIC it fails those
+ * accesses, which exit too when the INVAL reason is enabled. Every other MSR stays KVM's, and a
+ * guest access KVM does not know (UNKNOWN) exits to us as well, to be answered with #GP.
  */
 
 import { ErrorCode, IrqChipError } from '../base/errors.ts';
@@ -22,7 +25,7 @@ import {
 } from './kvm-abi.ts';
 import type { KvmVm } from './kvm-vm.ts';
 
-/** The MSR ranges our local APIC owns: [first index, count]. */
+/** The MSR ranges our local APIC owns: [first index, count]. (The filter takes the first two; see above.) */
 export const USERSPACE_APIC_MSR_RANGES: readonly (readonly [first: number, count: number])[] = [
   [MSR_IA32_APIC_BASE, 1],
   [MSR_IA32_TSC_DEADLINE, 1],
@@ -51,12 +54,14 @@ export function routeApicMsrsToUserspace(vm: KvmVm): void {
   ] as const) {
     if (vm.checkExtension(cap) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks ${name}, which a userspace local APIC needs for its MSRs`);
   }
-  enableVmCapability(vm, KvmCap.X86_USER_SPACE_MSR, BigInt(KvmMsrExitReason.FILTER), 'KVM_CAP_X86_USER_SPACE_MSR');
+  const exitReasons = KvmMsrExitReason.FILTER | KvmMsrExitReason.INVAL | KvmMsrExitReason.UNKNOWN;
+  enableVmCapability(vm, KvmCap.X86_USER_SPACE_MSR, BigInt(exitReasons), 'KVM_CAP_X86_USER_SPACE_MSR');
   const filter = new DataView(new ArrayBuffer(KVM_MSR_FILTER_BYTES));
   // flags 0: MSRs outside the ranges are allowed (KVM's). In a range a clear bit denies, so
   // all-zero bitmaps send every access of the range to us. KVM copies the bitmaps.
-  const bitmaps = USERSPACE_APIC_MSR_RANGES.map(([, count]) => new Uint8Array(Math.ceil(count / BITS_PER_BYTE)));
-  USERSPACE_APIC_MSR_RANGES.forEach(([first, count], index) => {
+  const filtered = USERSPACE_APIC_MSR_RANGES.filter(([first]) => first < MSR_X2APIC_FIRST);
+  const bitmaps = filtered.map(([, count]) => new Uint8Array(Math.ceil(count / BITS_PER_BYTE)));
+  filtered.forEach(([first, count], index) => {
     const range = KVM_MSR_FILTER_RANGES_AT + index * KVM_MSR_FILTER_RANGE_BYTES;
     filter.setUint32(range, KvmMsrFilterFlag.READ | KvmMsrFilterFlag.WRITE, true);
     filter.setUint32(range + 4, count, true);

@@ -1,0 +1,157 @@
+/**
+ * Every chip mode delivers to real guest code (issue 7): the irq-probe C guest (irq-probe.ts) runs
+ * on KVM with KVM's chip, the split chip or ours, and its handlers report each vector they run
+ * for. Each test drives one kind of interrupt and checks the guest saw exactly the vectors and
+ * counts expected, and nothing else.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
+import { msiIrqRoute } from '../routing/irq-route.ts';
+import { PROBE_PIC_VECTOR_BASE, type IrqProbeConfig } from './irq-probe.ts';
+import { kvmSkipReason } from './kvm-test-support.ts';
+import { OsEvent } from './os-event.ts';
+import { CHIP_MODES, ProbeLog, createProbeMachine, eoisAtDelivery, vectorCount, waitForVector, withProbe, type ProbeMachine } from './probe-machine.ts';
+
+const skip = kvmSkipReason('chip modes on real KVM with the irq-probe guest');
+
+const SOURCE = { deviceId: 7, queueId: 0, deviceName: 'chip-mode-test' } as const;
+/** Interrupts per test: enough to catch a lost or doubled one. */
+const ROUNDS = 100;
+const EDGE_PIN = 5;
+const EDGE_VECTOR = 0x35;
+const LEVEL_PIN = 10;
+const LEVEL_VECTOR = 0x3a;
+const MSI_GSI = 30;
+const MSI_VECTOR = 0x41;
+const MSI_TO_APIC_0 = 0xfee00000n;
+const PIC_IRQ = 4;
+
+/** Polls `condition` until it holds; fails with `what` after a generous timeout. */
+async function waitUntil(condition: () => boolean, what: string): Promise<void> {
+  const deadline = performance.now() + 10_000;
+  while (!condition()) {
+    if (performance.now() > deadline) assert.fail(`timed out: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Every vector the guest ran a handler for, with its count. */
+function seenVectors(machine: ProbeMachine): Map<number, number> {
+  const seen = new Map<number, number>();
+  for (let vector = 0; vector < 256; vector++) {
+    const count = vectorCount(machine, vector);
+    if (count !== 0) seen.set(vector, count);
+  }
+  return seen;
+}
+
+/** Signals `event` ROUNDS times, each after the previous handler run, and checks the guest saw exactly that. */
+async function signalOneByOne(machine: ProbeMachine, event: OsEvent, vector: number): Promise<void> {
+  for (let round = 1; round <= ROUNDS; round++) {
+    event.signal();
+    await waitForVector(machine, vector, round);
+  }
+  assert.deepEqual(seenVectors(machine), new Map([[vector, ROUNDS]]));
+}
+
+for (const mode of CHIP_MODES) {
+  describe(`${mode} chip on KVM: the irq-probe guest`, { skip }, () => {
+    test(`${mode}: an edge event on IOAPIC pin ${EDGE_PIN} runs the guest's vector 0x${EDGE_VECTOR.toString(16)} handler once per signal, ${ROUNDS} times`, async () => {
+      const machine = createProbeMachine(mode);
+      using trigger = OsEvent.create();
+      machine.chip.registerEdgeIrqEvent(EDGE_PIN, new IrqEdgeEvent(trigger), SOURCE);
+      await withProbe(machine, { ioapic: [{ pin: EDGE_PIN, vector: EDGE_VECTOR, levelTriggered: false }] }, async () => {
+        await signalOneByOne(machine, trigger, EDGE_VECTOR);
+      });
+    });
+
+    test(`${mode}: a level event on IOAPIC pin ${LEVEL_PIN} with resample: one resample per EOI, a device with ${ROUNDS} units of work gets exactly ${ROUNDS} handler runs`, async () => {
+      // Where the host's local APIC EOIs at delivery, the resample may come before the handler's report.
+      const resampleFollowsHandler = !eoisAtDelivery(mode);
+      const machine = createProbeMachine(mode);
+      using trigger = OsEvent.create();
+      using resample = OsEvent.create();
+      const level = IrqLevelEvent.fromEventPair(trigger, resample);
+      machine.chip.registerLevelIrqEvent(LEVEL_PIN, level, SOURCE);
+      await withProbe(machine, { ioapic: [{ pin: LEVEL_PIN, vector: LEVEL_VECTOR, levelTriggered: true }] }, async () => {
+        let resamples = 0;
+        level.trigger();
+        while (resamples < ROUNDS) {
+          assert.equal(await resample.waitAsync(20_000), 'signaled', `resample ${resamples + 1} arrived`);
+          assert.equal(resample.tryRead(), 1n, 'one resample per EOI');
+          resamples += 1;
+          // The handler reports before its EOI: its run is counted by the time the resample comes.
+          if (resampleFollowsHandler) assert.equal(vectorCount(machine, LEVEL_VECTOR), resamples);
+          if (resamples < ROUNDS) level.trigger();
+        }
+        await waitForVector(machine, LEVEL_VECTOR, ROUNDS);
+        // No work left: the line stays low, and no further handler run may come.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.deepEqual(seenVectors(machine), new Map([[LEVEL_VECTOR, ROUNDS]]));
+        assert.equal(resample.tryRead(), 0n, 'no resample without an EOI');
+      });
+    });
+
+    test(`${mode}: an edge event on GSI ${MSI_GSI} routed to an MSI runs vector 0x${MSI_VECTOR.toString(16)} once per signal, and serviceIrq on that GSI sends one more each`, async () => {
+      const machine = createProbeMachine(mode);
+      using trigger = OsEvent.create();
+      machine.chip.routeIrq(msiIrqRoute(MSI_GSI, MSI_TO_APIC_0, MSI_VECTOR));
+      machine.chip.registerEdgeIrqEvent(MSI_GSI, new IrqEdgeEvent(trigger), SOURCE);
+      await withProbe(machine, {}, async () => {
+        await signalOneByOne(machine, trigger, MSI_VECTOR);
+        for (let round = 1; round <= 10; round++) {
+          machine.chip.serviceIrq(MSI_GSI, true);
+          await waitForVector(machine, MSI_VECTOR, ROUNDS + round);
+        }
+        assert.deepEqual(seenVectors(machine), new Map([[MSI_VECTOR, ROUNDS + 10]]));
+      });
+    });
+
+    test(`${mode}: a level interrupt whose handler never EOIs: ${eoisAtDelivery(mode) ? 'on this PVM host the resample still comes (the host LAPIC EOIs at delivery)' : 'no resample, ever (SDM: the EOI ends it)'}`, async () => {
+      const machine = createProbeMachine(mode);
+      using trigger = OsEvent.create();
+      using resample = OsEvent.create();
+      machine.chip.registerLevelIrqEvent(LEVEL_PIN, IrqLevelEvent.fromEventPair(trigger, resample), SOURCE);
+      const config: IrqProbeConfig = { ioapic: [{ pin: LEVEL_PIN, vector: LEVEL_VECTOR, levelTriggered: true }], noEoiVector: LEVEL_VECTOR };
+      await withProbe(machine, config, async () => {
+        trigger.signal();
+        await waitForVector(machine, LEVEL_VECTOR, 1);
+        const outcome = await resample.waitAsync(300);
+        assert.equal(outcome, eoisAtDelivery(mode) ? 'signaled' : 'timed-out');
+        if (machine.userspaceChip !== undefined) {
+          assert.equal(machine.userspaceChip.localApic(0).isr(LEVEL_VECTOR), true, 'still in service: never EOIed');
+          assert.equal(machine.userspaceChip.ioapic.remoteIrr(LEVEL_PIN), true, 'remote IRR held until the EOI');
+        }
+      });
+    });
+
+    test(`${mode}: the 8259A's IRQ ${PIC_IRQ} reaches the guest through LINT0 (ExtINT, virtual wire) as vector 0x${(PROBE_PIC_VECTOR_BASE + PIC_IRQ).toString(16)}, once per edge`, async () => {
+      const machine = createProbeMachine(mode);
+      using trigger = OsEvent.create();
+      machine.chip.registerEdgeIrqEvent(PIC_IRQ, new IrqEdgeEvent(trigger), SOURCE);
+      const config: IrqProbeConfig = { picVirtualWire: true, picUnmasked: 1 << PIC_IRQ };
+      await withProbe(machine, config, async () => {
+        await signalOneByOne(machine, trigger, PROBE_PIC_VECTOR_BASE + PIC_IRQ);
+      });
+    });
+  });
+}
+
+describe('userspace chip on KVM: the local APIC in x2APIC mode, through MSR exits', { skip }, () => {
+  test('the guest enables x2APIC (IA32_APIC_BASE.EXTD) and EOIs through MSR 0x80b: MSIs keep arriving one per signal', async () => {
+    const machine = createProbeMachine('userspace');
+    using trigger = OsEvent.create();
+    machine.chip.routeIrq(msiIrqRoute(MSI_GSI, MSI_TO_APIC_0, MSI_VECTOR));
+    machine.chip.registerEdgeIrqEvent(MSI_GSI, new IrqEdgeEvent(trigger), SOURCE);
+    await withProbe(machine, { x2apic: true }, async () => {
+      await signalOneByOne(machine, trigger, MSI_VECTOR);
+      const apic = machine.userspaceChip?.localApic(0);
+      assert.ok(apic !== undefined);
+      assert.equal(apic.apicBase() & 0xc00n, 0xc00n, 'EN and EXTD set: x2APIC mode');
+      // The handler reports before its EOI: give the last EOI its moment.
+      await waitUntil(() => !apic.isr(MSI_VECTOR), 'every handler run was EOIed through the x2APIC EOI MSR');
+      assert.equal(Atomics.load(machine.log, ProbeLog.GuestException), 0);
+    });
+  });
+});
