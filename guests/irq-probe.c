@@ -9,6 +9,15 @@
 #define CONFIG_MAGIC 0x50515249 /* "IRQP" */
 #define FLAG_X2APIC 1u
 #define FLAG_PIC_VIRTUAL_WIRE 2u /* LINT0 in ExtINT mode: the 8259A's INT reaches this CPU */
+#define FLAG_START_APS 4u        /* after Ready: INIT, SIPI, SIPI to every other CPU */
+#define AP_START_PAGE 0x9000     /* the VMM writes the APs' real-mode code here (irq-probe.ts) */
+/* ICR low (SDM §11.6.1): destination shorthand "all excluding self" (bits 19:18 = 3), level
+ * assert (bit 14), and the delivery mode: INIT (5) or Start-up (6) with the page number. */
+#define ICR_ALL_EXCLUDING_SELF (3u << 18)
+#define ICR_ASSERT (1u << 14)
+#define ICR_INIT (5u << 8)
+#define ICR_STARTUP (6u << 8)
+#define STARTUP_SPIN 100000 /* a pause between the IPIs, as the MP start-up sequence asks */
 #define PIC_MASTER_BASE 0x20
 #define PIC_SLAVE_BASE 0x28
 #define PIC_VECTORS_END 0x30
@@ -47,6 +56,21 @@ void guest_interrupt(u64 vector, u64 error_code) {
   else lapic_eoi();
 }
 
+static void pause_a_while(void) {
+  for (volatile int spin = 0; spin < STARTUP_SPIN; spin++) {
+  }
+}
+
+/* The MP start-up sequence (SDM vol. 3 §9.4.4.1): INIT, then two Start-up IPIs. */
+static void start_application_processors(void) {
+  lapic_send_ipi(0, ICR_ALL_EXCLUDING_SELF | ICR_ASSERT | ICR_INIT);
+  pause_a_while();
+  for (int sipi = 0; sipi < 2; sipi++) {
+    lapic_send_ipi(0, ICR_ALL_EXCLUDING_SELF | ICR_ASSERT | ICR_STARTUP | (AP_START_PAGE >> 12));
+    pause_a_while();
+  }
+}
+
 int main(void) {
   if (config->magic != CONFIG_MAGIC) fatal(0xffff);
   idt_install();
@@ -60,5 +84,6 @@ int main(void) {
     ioapic_route(entry.pin, entry.vector, entry.level_triggered, entry.destination, 0);
   }
   outb(PORT_READY, 1);
+  if (config->flags & FLAG_START_APS) start_application_processors();
   for (;;) sti_hlt();
 }

@@ -103,6 +103,15 @@ void lapic_enable(int x2apic) {
   lapic_write(LAPIC_REG_SVR, SVR_APIC_ENABLED | SPURIOUS_VECTOR);
 }
 
+void lapic_send_ipi(u32 destination, u32 command) {
+  if (using_x2apic) {
+    wrmsr(X2APIC_MSR_BASE + LAPIC_REG_ICR, ((u64)destination << 32) | command);
+    return;
+  }
+  mmio_write(XAPIC_BASE + (LAPIC_REG_ICR + 1) * 16, destination << 24);
+  mmio_write(XAPIC_BASE + LAPIC_REG_ICR * 16, command);
+}
+
 u32 lapic_id(void) {
   u32 id = lapic_read(0x02);
   return using_x2apic ? id : id >> 24;

@@ -14,6 +14,7 @@ typedef unsigned long u64;
 #define PORT_REPORT 0x10     /* 32-bit OUT: an interrupt handler ran for this vector (the VMM knows which vCPU) */
 #define PORT_READY 0x11      /* OUT: set-up is done */
 #define PORT_FATAL 0x12      /* 32-bit OUT: an unexpected exception's vector; the guest stops */
+#define PORT_AP_STARTED 0x13 /* OUT: an application processor runs (irq-probe's AP code) */
 #define PORT_DEBUG_EXIT 0xf4 /* isa-debug-exit: the VMM exits with (value << 1) | 1 */
 
 static inline void outb(u16 port, u8 value) { __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port)); }
@@ -52,6 +53,8 @@ void lapic_enable(int x2apic);
 u32 lapic_id(void);
 void lapic_eoi(void);
 void lapic_write(u32 register_number, u32 value);
+/* Sends an IPI: ICR high (destination) then ICR low, which sends (x2APIC: one 64-bit write). */
+void lapic_send_ipi(u32 destination, u32 command);
 u32 lapic_read(u32 register_number);
 #define LAPIC_REG_SVR 0x0f
 #define LAPIC_REG_EOI 0x0b

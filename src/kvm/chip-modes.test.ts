@@ -11,7 +11,7 @@ import { msiIrqRoute } from '../routing/irq-route.ts';
 import { PROBE_PIC_VECTOR_BASE, type IrqProbeConfig } from './irq-probe.ts';
 import { kvmSkipReason } from './kvm-test-support.ts';
 import { OsEvent } from './os-event.ts';
-import { CHIP_MODES, ProbeLog, createProbeMachine, eoisAtDelivery, vectorCount, waitForVector, withProbe, type ProbeMachine } from './probe-machine.ts';
+import { CHIP_MODES, ProbeLog, createProbeMachine, eoisAtDelivery, vectorCount, waitForLog, waitForVector, withProbe, type ProbeMachine } from './probe-machine.ts';
 
 const skip = kvmSkipReason('chip modes on real KVM with the irq-probe guest');
 
@@ -137,6 +137,19 @@ for (const mode of CHIP_MODES) {
     });
   });
 }
+
+describe('userspace chip on KVM: application processors', { skip }, () => {
+  test("the guest's INIT, SIPI, SIPI (our local APICs) starts the second KVM vCPU at the SIPI page, exactly once", async () => {
+    const machine = createProbeMachine('userspace', 2);
+    await withProbe(machine, { startAps: true }, async () => {
+      await waitForLog(machine.log, ProbeLog.ApsStarted, 1);
+      // The second SIPI finds the AP running already and is ignored (SDM vol. 3 §9.4.4.1).
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(Atomics.load(machine.log, ProbeLog.ApsStarted), 1);
+      assert.equal(machine.chip.getMpState(1), 'halted', 'the AP ran its start-up code to its HLT');
+    });
+  });
+});
 
 describe('userspace chip on KVM: the local APIC in x2APIC mode, through MSR exits', { skip }, () => {
   test('the guest enables x2APIC (IA32_APIC_BASE.EXTD) and EOIs through MSR 0x80b: MSIs keep arriving one per signal', async () => {

@@ -19,7 +19,16 @@ export const ProbePort = {
   Ready: 0x11,
   /** 32-bit OUT: an exception's vector; the guest stops. */
   Fatal: 0x12,
+  /** OUT: an application processor started (from AP_START_PAGE). */
+  ApStarted: 0x13,
 } as const;
+
+/**
+ * Where the application processors start (the SIPI's page: vector 0x09). Real-mode code the VMM
+ * writes: `mov al, 1; out ApStarted, al; cli; hlt; jmp $-2` — each AP reports once and halts.
+ */
+const AP_START_PAGE = 0x9000;
+const AP_START_CODE = [0xb0, 0x01, 0xe6, ProbePort.ApStarted, 0xfa, 0xf4, 0xeb, 0xfd];
 
 /** The 8259A vector bases the guest programs: IRQ n is vector 0x20 + n. */
 export const PROBE_PIC_VECTOR_BASE = 0x20;
@@ -44,6 +53,8 @@ export interface IrqProbeConfig {
   readonly ioapic?: readonly ProbeIoapicEntry[];
   /** A vector whose handler reports but never EOIs: to observe when the host's EOI happens. */
   readonly noEoiVector?: number;
+  /** After Ready, the BSP starts every other CPU with INIT, SIPI, SIPI (SDM vol. 3 §9.4.4.1). */
+  readonly startAps?: boolean;
 }
 
 /**
@@ -55,6 +66,7 @@ const CONFIG_ADDRESS = 0x8000;
 const CONFIG_MAGIC = 0x50515249;
 const FLAG_X2APIC = 1;
 const FLAG_PIC_VIRTUAL_WIRE = 2;
+const FLAG_START_APS = 4;
 const IOAPIC_ENTRIES_AT = 16;
 const IOAPIC_ENTRY_BYTES = 4;
 const MAX_IOAPIC_ENTRIES = 24;
@@ -69,7 +81,9 @@ export function loadIrqProbe(memory: Uint8Array, config: IrqProbeConfig): void {
   loadGuestImage(memory, readGuestImage('irq-probe'));
   const view = new DataView(memory.buffer, memory.byteOffset + CONFIG_ADDRESS, CONFIG_BYTES);
   view.setUint32(0, CONFIG_MAGIC, true);
-  view.setUint32(4, (config.x2apic === true ? FLAG_X2APIC : 0) | (config.picVirtualWire === true ? FLAG_PIC_VIRTUAL_WIRE : 0), true);
+  const flags = (config.x2apic === true ? FLAG_X2APIC : 0) | (config.picVirtualWire === true ? FLAG_PIC_VIRTUAL_WIRE : 0) | (config.startAps === true ? FLAG_START_APS : 0);
+  view.setUint32(4, flags, true);
+  memory.set(AP_START_CODE, AP_START_PAGE);
   view.setUint16(8, config.picUnmasked ?? 0, true);
   view.setUint16(10, config.picLevel ?? 0, true);
   view.setUint32(12, entries.length, true);

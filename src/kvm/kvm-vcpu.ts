@@ -25,7 +25,7 @@ import { addon } from './addon.ts';
 import { KVM_EXIT_IO_OUT, KVM_MP_STATES, KvmExit, KvmIoctl, KvmRunLayout } from './kvm-abi.ts';
 import { KvmRegs, KvmSregs, type KvmSegment } from './kvm-registers.ts';
 import type { KvmVm } from './kvm-vm.ts';
-import { EINTR, KICK_SIGNAL, check, systemError } from './linux.ts';
+import { EAGAIN, EINTR, KICK_SIGNAL, check, systemError } from './linux.ts';
 
 export const VcpuControlWord = {
   StopRequested: 0,
@@ -114,11 +114,14 @@ export class KvmVcpu implements Vcpu {
 
   /**
    * KVM_RUN: returns the exit reason (`KvmExit`), or `KvmExit.INTR` when a kick interrupted it
-   * (after -EINTR kvm_run.exit_reason is stale, so it is not read).
+   * (after -EINTR kvm_run.exit_reason is stale, so it is not read) or KVM asked to be run again.
    */
   run(): number {
     const result = addon.ioctl(this.fd, KvmIoctl.RUN, 0);
     if (result >= 0) return this.run32[KvmRunLayout.EXIT_REASON >> 2] ?? KvmExit.UNKNOWN;
+    // EAGAIN: a vCPU waiting for INIT/SIPI in KVM's local APIC woke without becoming runnable
+    // (x86 kvm_arch_vcpu_ioctl_run): nothing to serve, run again.
+    if (result === -EAGAIN) return KvmExit.INTR;
     if (result !== -EINTR) throw systemError(-result, 'KVM_RUN');
     // Clear first, then look at the stop flag: a stop requested after the look sets it again
     // (the kicker writes the flag before immediate_exit, and both writes are sequentially consistent).

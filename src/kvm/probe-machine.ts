@@ -49,6 +49,8 @@ export const ProbeLog = {
   DeviceTarget: 4,
   /** Set to Total when the benchmark's device reached its target. */
   DeviceDone: 5,
+  /** Application processors that reported they run. */
+  ApsStarted: 6,
   /** Handler runs per vector: 256 words from here. */
   VectorCounts: 8,
 } as const;
@@ -65,6 +67,7 @@ export interface ProbeVcpuData {
 
 export interface ProbeMachine {
   readonly mode: ChipMode;
+  readonly vcpuCount: number;
   readonly vm: KvmVm;
   readonly chip: IrqChip;
   readonly log: Int32Array;
@@ -82,17 +85,17 @@ export function recordLog(log: Int32Array, word: number, value: number): void {
   Atomics.notify(log, word);
 }
 
-/** A VM with the chip of `mode`, not yet running. */
-export function createProbeMachine(mode: ChipMode): ProbeMachine {
+/** A VM with the chip of `mode` and `vcpuCount` vCPUs (default 1), not yet running. */
+export function createProbeMachine(mode: ChipMode, vcpuCount = 1): ProbeMachine {
   const vm = KvmVm.create({ memoryBytes: PROBE_MEMORY_BYTES });
   const log = new Int32Array(new SharedArrayBuffer(LOG_WORDS * Int32Array.BYTES_PER_ELEMENT));
   switch (mode) {
     case 'kernel':
-      return { mode, vm, log, chip: KvmKernelIrqChip.create(vm, { vcpuCount: 1 }) };
+      return { mode, vcpuCount, vm, log, chip: KvmKernelIrqChip.create(vm, { vcpuCount }) };
     case 'userspace': {
       routeApicMsrsToUserspace(vm);
-      const chip = UserspaceIrqChip.create({ vcpuCount: 1 });
-      return { mode, vm, log, chip, userspaceChip: chip };
+      const chip = UserspaceIrqChip.create({ vcpuCount });
+      return { mode, vcpuCount, vm, log, chip, userspaceChip: chip };
     }
     case 'split':
       throw new Error('split: not yet');
@@ -121,9 +124,9 @@ function describeChip(machine: ProbeMachine): { readonly descriptor: ChipDescrip
   throw new Error(`no view for a ${machine.mode} chip`);
 }
 
-/** A running probe: its vCPU thread and (for chips that need one) the service loop. */
+/** A running probe: its vCPU threads and (for chips that need one) the service loop. */
 export interface RunningProbe {
-  readonly thread: VcpuThread;
+  readonly threads: readonly VcpuThread[];
   readonly service: IrqEventService;
 }
 
@@ -138,22 +141,22 @@ export async function withProbe<T>(
   options: { readonly deviceTrigger?: EventDescriptor } = {},
 ): Promise<T> {
   const service = new IrqEventService(machine.chip);
+  const threads: VcpuThread[] = [];
   try {
     loadIrqProbe(machine.vm.memory, config);
-    const { descriptor, transfer } = describeChip(machine);
-    const data: ProbeVcpuData = { log: machine.log.buffer as SharedArrayBuffer, chip: descriptor, ...(options.deviceTrigger === undefined ? {} : { deviceTrigger: options.deviceTrigger }) };
-    const thread = await VcpuThread.start(machine.vm, { vcpuId: 0, module: PROBE_VCPU, data, transferList: transfer });
-    service.start();
-    try {
-      await waitForLog(machine.log, ProbeLog.Ready, 1);
-      return await body({ thread, service });
-    } finally {
-      await service.stop();
-      thread.requestStop();
-      machine.chip.kickHaltedVcpus();
-      await thread.stop();
+    for (let vcpuId = 0; vcpuId < machine.vcpuCount; vcpuId++) {
+      const { descriptor, transfer } = describeChip(machine);
+      const data: ProbeVcpuData = { log: machine.log.buffer as SharedArrayBuffer, chip: descriptor, ...(options.deviceTrigger === undefined ? {} : { deviceTrigger: options.deviceTrigger }) };
+      threads.push(await VcpuThread.start(machine.vm, { vcpuId, module: PROBE_VCPU, data, transferList: transfer }));
     }
+    service.start();
+    await waitForLog(machine.log, ProbeLog.Ready, 1);
+    return await body({ threads, service });
   } finally {
+    await service.stop();
+    for (const thread of threads) thread.requestStop();
+    machine.chip.kickHaltedVcpus();
+    await Promise.all(threads.map((thread) => thread.stop()));
     machine.vm.close();
   }
 }

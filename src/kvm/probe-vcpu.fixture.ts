@@ -37,6 +37,10 @@ class ProbePorts implements BusDevice {
         recordLog(log, ProbeLog.GuestException, value + 1);
         loop.endRequested = true;
         return;
+      case ProbePort.ApStarted:
+        Atomics.add(log, ProbeLog.ApsStarted, 1);
+        Atomics.notify(log, ProbeLog.ApsStarted);
+        return;
     }
   }
   private report(vector: number): void {
@@ -57,10 +61,11 @@ const io = new Bus('io', IO_ADDRESS_LIMIT);
 const mmio = new Bus('mmio', MMIO_ADDRESS_LIMIT);
 view.chip.addVcpu(vcpu.id, vcpu);
 view.chip.finalizeDevices(new IrqAllocator(), io, mmio);
-io.insert(new ProbePorts(), ProbePort.Report, ProbePort.Fatal - ProbePort.Report + 1);
+io.insert(new ProbePorts(), ProbePort.Report, ProbePort.ApStarted - ProbePort.Report + 1);
 const loop = new KvmVcpuLoop({ vcpu, chip: view.chip, io, mmio, ...(view.localApic === undefined ? {} : { localApic: view.localApic(vcpu.id) }) });
 try {
-  enterIrqProbe(vcpu);
+  // The BSP enters the guest; the others wait for the guest's INIT and SIPI.
+  if (vcpu.id === 0) enterIrqProbe(vcpu);
   const end = loop.run();
   if (end.reason === 'fatal-exit') recordLog(log, ProbeLog.FatalExit, end.exit);
 } finally {
