@@ -16,6 +16,9 @@
  * the guest never unmasks costs nothing. A legacy group's one source always has its GSI (the
  * group's base), and its route is the chip's own pin route.
  *
+ * Notifier events are made by the chip (`createChipEvent`: eventfds on a KVM chip, which arms them
+ * as irqfds) when first asked for, and closed when the group is destroyed.
+ *
  * Differences from Dragonball (seed-apis.md §3.3–3.4), on purpose:
  * - `base` of an MSI group is not a GSI: its GSIs are allocated per source, lazily.
  * - `enable` stores the configs (Dragonball drops them, §6.24) and is all or nothing: if the GSIs
@@ -32,8 +35,8 @@ import { ErrorCode, IrqChipError, check } from '../base/errors.ts';
 import { isU32 } from '../base/integers.ts';
 import { acquireLock, releaseLock, withLock } from '../base/shared-state.ts';
 import type { IrqEventSource } from '../chip/types.ts';
-import { Event } from '../event/event.ts';
-import { ChipIrqFd, type DeviceInterruptChip } from './device-chip.ts';
+import type { Event } from '../event/event.ts';
+import { ChipIrqFd, createChipEvent, releaseChipEvent, type DeviceInterruptChip } from './device-chip.ts';
 import type { GsiSource } from './gsi-budget.ts';
 import {
   Delivery,
@@ -180,7 +183,7 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
     checkSourceIndex(index, this.len());
     let irqfd = this.notifiers[index];
     if (irqfd === undefined) {
-      const created = new ChipIrqFd(this.context.chip, Event.create(), { ...this.context.source, queueId: index });
+      const created = new ChipIrqFd(this.context.chip, createChipEvent(this.context.chip), { ...this.context.source, queueId: index });
       this.notifiers[index] = created;
       withLock(this.words, () => {
         if ((this.flags(index) & SOURCE_LIVE) !== 0) created.arm(this.gsi(index));
@@ -269,13 +272,17 @@ export class ChipInterruptGroup implements InterruptSourceGroup, MessageVectorGr
     return this.triggerPath.descriptor();
   }
 
-  /** Called by the manager: EBUSY while enabled (the caller disables first, as in Dragonball). */
+  /**
+   * Called by the manager: EBUSY while enabled (the caller disables first, as in Dragonball). The
+   * notifier events, which the group made (eventfds on a KVM chip), are closed.
+   */
   destroy(): void {
     this.checkAlive();
     check(!this.enabled, ErrorCode.EBUSY, 'disable the interrupt source group before destroying it');
     withLock(this.words, () => {
       this.words[GROUP_FLAGS] = (this.words[GROUP_FLAGS] ?? 0) | GROUP_DESTROYED;
     });
+    for (const irqfd of this.notifiers) if (irqfd !== undefined) releaseChipEvent(irqfd.event);
   }
 
   // ---- Internals --------------------------------------------------------------------------------

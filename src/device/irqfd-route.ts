@@ -7,7 +7,11 @@
  * arms the event; `mask` disarms it, leaving the route, so signals accumulate for
  * `consumePending`; `unmask` re-arms it. The caller owns the pending bit: drain with
  * `consumePending` while masked, deliver what it found before unmasking (seed 003's contract). A
- * count still in the event at re-arm is injected once, as KVM's assign does (§4.2).
+ * count still in the event at re-arm is injected once, as KVM's assign does (§4.2), and is then
+ * gone from the event (`ChipIrqFd.arm`), so a later `consumePending` does not report it again.
+ *
+ * The route owns its event, made by the chip (`createChipEvent`: an eventfd on a KVM chip), and
+ * closes it on `dispose`.
  *
  * Differences from openvmm, on purpose:
  * - `setMsi` does not unmask (openvmm's KVM `set_msi` re-arms a masked route, §4.2, which is why its
@@ -19,8 +23,8 @@
 import { ErrorCode, check } from '../base/errors.ts';
 import { highHalf, isU32, isU64, lowHalf } from '../base/integers.ts';
 import type { IrqEventSource } from '../chip/types.ts';
-import { Event } from '../event/event.ts';
-import { ChipIrqFd, type DeviceInterruptChip } from './device-chip.ts';
+import type { Event } from '../event/event.ts';
+import { ChipIrqFd, createChipEvent, releaseChipEvent, type DeviceInterruptChip } from './device-chip.ts';
 import type { GsiSource } from './gsi-budget.ts';
 import { MsiRouteWriter } from './msi-route-writer.ts';
 
@@ -39,7 +43,7 @@ export interface IrqFdRoute extends Disposable {
   unmask(): void;
   /** Reads and clears the event: true if it had been signalled (store it in the PBA). */
   consumePending(): boolean;
-  /** Disarms, removes the route, frees the GSI. Idempotent. */
+  /** Disarms, removes the route, frees the GSI, closes the event. Idempotent. */
   dispose(): void;
 }
 
@@ -67,7 +71,7 @@ export class IrqFdRouteFactory {
   newIrqFdRoute(): IrqFdRoute {
     const gsi = this.options.gsis.allocate();
     const source = this.options.source ?? DEFAULT_SOURCE;
-    return new ChipIrqFdRoute(gsi, new ChipIrqFd(this.options.chip, Event.create(), source), this.routes, this.options.gsis);
+    return new ChipIrqFdRoute(gsi, new ChipIrqFd(this.options.chip, createChipEvent(this.options.chip), source), this.routes, this.options.gsis);
   }
 }
 
@@ -144,6 +148,7 @@ class ChipIrqFdRoute implements IrqFdRoute {
     });
     this.message = undefined;
     this.disposed = true;
+    releaseChipEvent(this.irqfd.event);
   }
 
   [Symbol.dispose](): void {

@@ -140,6 +140,7 @@ export const KvmMsrExitReason = { INVAL: 1, UNKNOWN: 2, FILTER: 4 } as const;
 export const KVM_ENABLE_CAP_BYTES = 104;
 /** struct kvm_msi (32 bytes): address_lo u32 @0, address_hi u32 @4, data u32 @8, flags u32 @12, devid u32 @16, pad. */
 export const KVM_MSI_BYTES = 32;
+export const KvmMsiLayout = { ADDRESS_LO: 0, ADDRESS_HI: 4, DATA: 8 } as const;
 /** struct kvm_lapic_state: the 1 KiB xAPIC register page, registers 16 bytes apart (SDM vol. 3 §11.4.1). */
 export const KVM_LAPIC_STATE_BYTES = 1024;
 /**

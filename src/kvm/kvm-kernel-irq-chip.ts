@@ -17,7 +17,11 @@
  *   GSI. The kernel validates the table (a GSI may not reach one controller twice, nor carry an MSI
  *   beside anything else); what it refuses throws `EINVAL` and changes nothing.
  * - `serviceIrq` is KVM_IRQ_LINE_STATUS and returns KVM's status: negative when no controller took
- *   the line (no route, or masked everywhere), 0 when coalesced, positive when delivered.
+ *   the line (no route, or masked everywhere), 0 when coalesced, positive when delivered. On an MSI
+ *   route an assert sends the message and a deassert does nothing (status -1: `kvm_set_msi`
+ *   ignores level 0).
+ * - `signalMsi` is KVM_SIGNAL_MSI: one MSI without a route or a GSI.
+ * - `createIrqEvent` makes the device layer's events (`DeviceInterruptChip`): eventfds.
  * - MP states are KVM_GET/SET_MP_STATE on the vCPU added with `addVcpu`, which must be a
  *   `KvmVcpu`. Call them on the vCPU's own thread (a chip view from `fromDescriptor`): a vCPU
  *   ioctl waits while that vCPU is in KVM_RUN, and a halted guest stays there.
@@ -58,6 +62,7 @@ import {
   KvmCap,
   KvmIoctl,
 } from './kvm-abi.ts';
+import { KvmMsiSender } from './kvm-msi-sender.ts';
 import { KvmVcpu } from './kvm-vcpu.ts';
 import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
 import { OsEvent } from './os-event.ts';
@@ -86,6 +91,7 @@ interface ChipParts {
   /** Scratch structs, reused: one thread uses them at a time. */
   readonly irqfd: DataView;
   readonly irqLevel: Int32Array;
+  readonly msiSender: KvmMsiSender;
 }
 
 export class KvmKernelIrqChip implements IrqChip {
@@ -106,6 +112,7 @@ export class KvmKernelIrqChip implements IrqChip {
       [KvmCap.IRQFD_RESAMPLE, 'KVM_CAP_IRQFD_RESAMPLE'],
       [KvmCap.IRQ_INJECT_STATUS, 'KVM_CAP_IRQ_INJECT_STATUS'],
       [KvmCap.PIT2, 'KVM_CAP_PIT2'],
+      [KvmCap.SIGNAL_MSI, 'KVM_CAP_SIGNAL_MSI'],
     ] as const) {
       if (vm.checkExtension(cap) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks ${name}`);
     }
@@ -138,6 +145,7 @@ export class KvmKernelIrqChip implements IrqChip {
       tscDeadlineTimer: vm.checkExtension(KvmCap.TSC_DEADLINE_TIMER) !== 0,
       irqfd: new DataView(new ArrayBuffer(KVM_IRQFD_BYTES)),
       irqLevel: new Int32Array(2),
+      msiSender: new KvmMsiSender(vm),
     });
   }
 
@@ -178,6 +186,14 @@ export class KvmKernelIrqChip implements IrqChip {
     this.deassignIrqfd(irq, event.getTrigger());
   }
 
+  /**
+   * A new event this chip can register: an eventfd (`OsEvent`), which KVM_IRQFD takes. The device
+   * layer (`createChipEvent`) makes its irqfd and notifier events with it.
+   */
+  createIrqEvent(): OsEvent {
+    return OsEvent.create();
+  }
+
   /** The kernel consumes every registered event: there is nothing for a service thread to wait on. */
   irqEventTokens(): IrqEventToken[] {
     return [];
@@ -208,6 +224,16 @@ export class KvmKernelIrqChip implements IrqChip {
     irqLevel[1] = level ? 1 : 0;
     vm.ioctl(KvmIoctl.IRQ_LINE_STATUS, irqLevel, 'KVM_IRQ_LINE_STATUS');
     return irqLevel[0];
+  }
+
+  /**
+   * KVM_SIGNAL_MSI: sends one x86 MSI (`address` a u64 bigint, `data` a u32; EINVAL otherwise)
+   * without a route or a GSI, for an interrupt that has neither (a device's one-shot message, or
+   * what an `IrqFdRoute`'s caller found with `consumePending`). Returns KVM's answer: > 0 local
+   * APICs accepted it, 0 none did, -1 it reached none (`KvmMsiSender`).
+   */
+  signalMsi(address: bigint, data: number): number {
+    return this.parts.msiSender.send(address, data);
   }
 
   /** Never called for this chip (it hands out no tokens); reported, and otherwise ignored, as crosvm does. */
@@ -338,7 +364,7 @@ function osEvent(event: Event, role: 'trigger' | 'resample'): OsEvent {
   if (event instanceof OsEvent) return event;
   throw new IrqChipError(
     ErrorCode.EBADF,
-    `KvmKernelIrqChip needs an eventfd as the ${role} event (OsEvent from irqchip/kvm): KVM signals and reads it in the kernel, and a memory event has no file descriptor`,
+    `KvmKernelIrqChip needs an eventfd as the ${role} event (OsEvent from irqchip/kvm, or the chip's createIrqEvent()): KVM signals and reads it in the kernel, and a memory event has no file descriptor`,
   );
 }
 
