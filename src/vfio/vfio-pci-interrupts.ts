@@ -51,7 +51,7 @@
 import { check, checkRange, ErrorCode, IrqChipError } from '../base/errors.ts';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import type { IrqEventSource } from '../chip/types.ts';
-import type { DeviceInterruptChip } from '../device/device-chip.ts';
+import { createChipEvent, type DeviceInterruptChip } from '../device/device-chip.ts';
 import type { GsiSource } from '../device/gsi-budget.ts';
 import { IrqFdRouteFactory } from '../device/irqfd-route.ts';
 import { MsiRouteWriter } from '../device/msi-route-writer.ts';
@@ -250,7 +250,8 @@ export class VfioPciInterrupts implements Disposable {
   private wireIntx(gsi: number, source: IrqEventSource): IntxWiring {
     checkRange(gsi, 0, Number.MAX_SAFE_INTEGER, 'INTx GSI');
     check(irqInfoOf(this.device, VFIO_PCI_INTX_IRQ_INDEX).count === 1, ErrorCode.EINVAL, 'the function has no INTx pin');
-    const level = new IrqLevelEvent();
+    // The chip's kind of events: eventfds on a KVM chip, which reads and signals them itself.
+    const level = IrqLevelEvent.fromEventPair(createChipEvent(this.chip), createChipEvent(this.chip));
     this.chip.registerLevelIrqEvent(gsi, level, source);
     return { gsi, level, triggerFd: this.device.openEventFd(level.getTrigger()), resampleFd: this.device.openEventFd(level.getResample()) };
   }
