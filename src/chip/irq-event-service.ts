@@ -6,8 +6,9 @@
  * memory event's `Atomics.waitAsync`, an eventfd's `uv_poll`), so it runs on the main thread
  * beside everything else.
  *
- * Each waiter wakes at least every POLL_MS to notice `stop()` and unregistered events; events
- * registered after `start()` are picked up by `refresh()`.
+ * Each waiter wakes at least every POLL_MS to notice `stop()` and unregistered events. Events
+ * registered after `start()` (an MSI-X vector the guest unmasks) are picked up within POLL_MS,
+ * or at once by calling `refresh()`.
  */
 
 import type { Event } from '../event/event.ts';
@@ -38,6 +39,7 @@ export class IrqEventService {
       );
     }
     this.refresh();
+    this.loops.push(this.refreshWhileRunning());
   }
 
   /** Starts waiters for events registered since the last look. */
@@ -60,6 +62,13 @@ export class IrqEventService {
     this.running = false;
     await Promise.all(this.loops.splice(0));
     this.watched.clear();
+  }
+
+  private async refreshWhileRunning(): Promise<void> {
+    while (this.running) {
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      this.refresh();
+    }
   }
 
   private stopped(): boolean {

@@ -6,6 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { IrqAllocator } from '../chip/irq-allocator.ts';
+import { InterruptManager } from '../device/interrupt-manager.ts';
+import { InterruptSourceType } from '../device/interrupt-source.ts';
+import { MsixCapability } from '../device/msix-capability.ts';
+import { MsixGuest } from '../device/msix-test-support.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { msiIrqRoute } from '../routing/irq-route.ts';
 import { PROBE_PIC_VECTOR_BASE, type IrqProbeConfig } from './irq-probe.ts';
@@ -26,6 +31,9 @@ const MSI_GSI = 30;
 const MSI_VECTOR = 0x41;
 const MSI_TO_APIC_0 = 0xfee00000n;
 const PIC_IRQ = 4;
+const IOAPIC_PINS = 24;
+const MSIX_VECTORS = [0x50, 0x51] as const;
+const MSIX_REPROGRAMMED_VECTOR = 0x52;
 
 /** Polls `condition` until it holds; fails with `what` after a generous timeout. */
 async function waitUntil(condition: () => boolean, what: string): Promise<void> {
@@ -123,6 +131,53 @@ for (const mode of CHIP_MODES) {
           assert.equal(machine.userspaceChip.localApic(0).isr(LEVEL_VECTOR), true, 'still in service: never EOIed');
           assert.equal(machine.userspaceChip.ioapic.remoteIrr(LEVEL_PIN), true, 'remote IRR held until the EOI');
         }
+      });
+    });
+
+    test(`${mode}: MSI-X through MsixCapability and an InterruptManager group: each vector arrives; a masked vector holds its interrupt in the PBA and delivers it once at unmask; reprogramming takes effect`, async () => {
+      const machine = createProbeMachine(mode);
+      const gsis = new IrqAllocator();
+      gsis.advanceTo(IOAPIC_PINS);
+      const manager = new InterruptManager({ chip: machine.deviceChip, gsis, device: { id: 3, name: 'msix-device' } });
+      const group = manager.createGroup(InterruptSourceType.Msi, 0, 2);
+      const msix = new MsixCapability({ group, table: { bar: 0, offset: 0 }, pba: { bar: 0, offset: 0x800 } });
+      const driver = new MsixGuest(msix);
+      await withProbe(machine, {}, async () => {
+        driver.bringUp([
+          [0, MSIX_VECTORS[0]],
+          [0, MSIX_VECTORS[1]],
+        ]);
+        for (let round = 1; round <= 20; round++) {
+          group.notifier(0).signal();
+          await waitForVector(machine, MSIX_VECTORS[0], round);
+        }
+        for (let round = 1; round <= 5; round++) {
+          group.trigger(1);
+          await waitForVector(machine, MSIX_VECTORS[1], round);
+        }
+        driver.setVectorMask(0, true);
+        group.notifier(0).signal();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.equal(vectorCount(machine, MSIX_VECTORS[0]), 20, 'nothing delivered while masked');
+        assert.equal(driver.readPba() & 1n, 1n, 'held in the PBA');
+        driver.setVectorMask(0, false);
+        await waitForVector(machine, MSIX_VECTORS[0], 21);
+        assert.equal(driver.readPba() & 1n, 0n, 'delivered at unmask: the PBA bit clears');
+        driver.program(1, 0, MSIX_REPROGRAMMED_VECTOR);
+        group.trigger(1);
+        await waitForVector(machine, MSIX_REPROGRAMMED_VECTOR, 1);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.deepEqual(
+          seenVectors(machine),
+          new Map([
+            [MSIX_VECTORS[0], 21],
+            [MSIX_VECTORS[1], 5],
+            [MSIX_REPROGRAMMED_VECTOR, 1],
+          ]),
+        );
+        // The driver disables MSI-X; the device goes away, closing its events.
+        driver.setControl(false, false);
+        manager.destroyGroup(group);
       });
     });
 

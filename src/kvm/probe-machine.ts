@@ -7,6 +7,7 @@
 
 import { existsSync } from 'node:fs';
 import type { IrqChip } from '../chip/irq-chip.ts';
+import type { DeviceInterruptChip } from '../device/device-chip.ts';
 import { IrqEventService } from '../chip/irq-event-service.ts';
 import { UserspaceIrqChip, type UserspaceIrqChipDescriptor } from '../chip/userspace-irq-chip.ts';
 import type { EventDescriptor } from '../event/event.ts';
@@ -71,6 +72,8 @@ export interface ProbeMachine {
   readonly vm: KvmVm;
   readonly chip: IrqChip;
   readonly log: Int32Array;
+  /** The same chip, as the device layer takes it. */
+  readonly deviceChip: DeviceInterruptChip;
   /** The userspace chip, for its controllers. */
   readonly userspaceChip?: UserspaceIrqChip;
 }
@@ -90,12 +93,14 @@ export function createProbeMachine(mode: ChipMode, vcpuCount = 1): ProbeMachine 
   const vm = KvmVm.create({ memoryBytes: PROBE_MEMORY_BYTES });
   const log = new Int32Array(new SharedArrayBuffer(LOG_WORDS * Int32Array.BYTES_PER_ELEMENT));
   switch (mode) {
-    case 'kernel':
-      return { mode, vcpuCount, vm, log, chip: KvmKernelIrqChip.create(vm, { vcpuCount }) };
+    case 'kernel': {
+      const chip = KvmKernelIrqChip.create(vm, { vcpuCount });
+      return { mode, vcpuCount, vm, log, chip, deviceChip: chip };
+    }
     case 'userspace': {
       routeApicMsrsToUserspace(vm);
       const chip = UserspaceIrqChip.create({ vcpuCount });
-      return { mode, vcpuCount, vm, log, chip, userspaceChip: chip };
+      return { mode, vcpuCount, vm, log, chip, deviceChip: chip, userspaceChip: chip };
     }
     case 'split':
       throw new Error('split: not yet');
