@@ -4,10 +4,10 @@
  *
  * struct kvm_pic_state is 16 u8 fields, in `KVM_PIC_STATE_FIELDS` order from the union's start
  * (linux/arch/x86/include/uapi/asm/kvm.h). Unlike our model it has no single_mode and no ltim:
- * KVM implements neither (§1.11).
+ * KVM implements neither (§1.11). struct kvm_ioapic_state is described at `KvmIoapicState`.
  */
 
-import { KVM_IRQCHIP_BYTES, KVM_IRQCHIP_UNION, KvmIoctl, KvmIrqchipId } from './kvm-abi.ts';
+import { KVM_IOAPIC_NUM_PINS, KVM_IRQCHIP_BYTES, KVM_IRQCHIP_UNION, KvmIoapicStateLayout, KvmIoctl, KvmIrqchipId } from './kvm-abi.ts';
 import type { KvmVm } from './kvm-vm.ts';
 
 /** kvm_pic_state's fields, in struct order (one byte each). */
@@ -46,3 +46,45 @@ export function readKvmPicState(vm: KvmVm, chip: KvmPicChipId): KvmPicState {
   });
   return state;
 }
+
+const REDIRECTION_ENTRY_BYTES = 8;
+const HALF_ENTRY_BYTES = 4;
+
+/** One redirection-table entry as two 32-bit halves (bits 31:0 and 63:32). */
+export interface KvmRedirectionEntry {
+  readonly low: number;
+  readonly high: number;
+}
+
+/**
+ * struct kvm_ioapic_state (chip 2; layout `KvmIoapicStateLayout`): the IOAPIC as KVM holds it.
+ * `id` is the 4-bit IOAPIC ID (not shifted to bits 27:24 as IOAPICID reads it). `irr` is KVM's
+ * pin-level bitmap with the edge pins whose assertion was already delivered left out
+ * (arch/x86/kvm/ioapic.c `kvm_get_ioapic`: `state->irr &= ~ioapic->irr_delivered`).
+ */
+export interface KvmIoapicState {
+  readonly ioregsel: number;
+  readonly id: number;
+  readonly irr: number;
+  readonly redirectionTable: readonly KvmRedirectionEntry[];
+}
+
+/** KVM_GET_IRQCHIP for the IOAPIC. */
+export function readKvmIoapicState(vm: KvmVm): KvmIoapicState {
+  const irqchip = new DataView(new ArrayBuffer(KVM_IRQCHIP_BYTES));
+  irqchip.setUint32(0, KvmIrqchipId.Ioapic, true);
+  vm.ioctl(KvmIoctl.GET_IRQCHIP, irqchip, 'KVM_GET_IRQCHIP (IOAPIC)');
+  const field = (offset: number): number => irqchip.getUint32(KVM_IRQCHIP_UNION + offset, true);
+  const redirectionTable: KvmRedirectionEntry[] = [];
+  for (let pin = 0; pin < KVM_IOAPIC_NUM_PINS; pin++) {
+    const entry = KvmIoapicStateLayout.REDIRECTION_TABLE + pin * REDIRECTION_ENTRY_BYTES;
+    redirectionTable.push({ low: field(entry), high: field(entry + HALF_ENTRY_BYTES) });
+  }
+  return {
+    ioregsel: field(KvmIoapicStateLayout.IOREGSEL),
+    id: field(KvmIoapicStateLayout.ID),
+    irr: field(KvmIoapicStateLayout.IRR),
+    redirectionTable,
+  };
+}
+

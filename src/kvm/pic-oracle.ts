@@ -7,19 +7,14 @@
  * both chips' registers (KVM_GET_IRQCHIP), the value of each port read, the status of each line
  * change (KVM_IRQ_LINE_STATUS against `PicPair.setIrq`) and the vector of each INTA.
  *
- * KVM is driven by a real-mode guest assembled from the plan. Every operation is followed by an
- * OUT to SYNC_PORT, where KVM_RUN returns to us: we change a line there (KVM_IRQ_LINE_STATUS on a
- * GSI routed to the PIC only) and read both chips. The guest runs with IF = 0, so KVM's PIC is
- * acknowledged only inside an INTA window (`sti; nop; out WINDOW_PORT, al; cli`: KVM injects at
- * the entry after that exit, deterministically; on this host a window of NOPs alone is not
- * enough, the interrupt is not injected until the next exit). Every vector's handler reports
- * the vector (OUT to VECTOR_PORT) and clears IF in the FLAGS image its IRET pops, so one window
- * takes at most one interrupt: the window is one INTA cycle, or none when the PIC's output is low.
- *
- * The vCPU runs on the calling thread: the guest is straight-line code without HLT (the only
- * thing that blocks inside KVM_RUN with KVM's irqchip), and the rest of its code segment is
- * filled with `in al, TRAP_PORT`, so a guest that ran astray exits at its next instruction
- * instead of spinning. KVM_RUN therefore always returns.
+ * KVM is driven by a real-mode guest assembled from the plan, following the report protocol of
+ * oracle-guest.ts: after every operation KVM_RUN returns at the SYNC port, where we change a line
+ * (KVM_IRQ_LINE_STATUS on a GSI routed to the PIC only) and read both chips. The guest runs with
+ * IF = 0, so KVM's PIC is acknowledged only inside an INTA window (`sti; nop; out WINDOW, al;
+ * cli`: KVM injects at the entry after that exit, deterministically; on this host a window of NOPs
+ * alone is not enough, the interrupt is not injected until the next exit). Every vector's handler
+ * reports the vector and clears IF in the FLAGS image its IRET pops, so one window takes at most
+ * one interrupt: the window is one INTA cycle, or none when the PIC's output is low.
  *
  * Where our model differs from KVM by design (x86-controllers.md §1.11, the Recommendations), the
  * plan either leaves the operation out (`SkipReason`, counted and reported) or compares under a
@@ -29,11 +24,9 @@
 
 import { PicChip, PicPair, PicPort, type PicChipRegisters } from '../x86/pic/pic.ts';
 import { IrqSourceChip, picIrqRoute } from '../routing/irq-route.ts';
-import { KvmExit, KvmIrqchipId } from './kvm-abi.ts';
+import { KvmIrqchipId } from './kvm-abi.ts';
 import { readKvmPicState, type KvmPicState, type KvmPicStateField, KVM_PIC_STATE_FIELDS } from './kvm-irqchip-state.ts';
-import { KvmKernelIrqChip } from './kvm-kernel-irq-chip.ts';
-import { KvmVcpu } from './kvm-vcpu.ts';
-import { KvmVm } from './kvm-vm.ts';
+import { NO_VECTOR, ORACLE_TRAP_BYTE, OraclePort, runOracleGuest, withOracleMachine } from './oracle-guest.ts';
 import { IVT_ENTRY_BYTES, enterRealModeGuest } from './pic-test-guest.ts';
 
 export type PicOracleOp =
@@ -130,8 +123,6 @@ const POLL_NOTHING_PENDING = 0x00;
 const KVM_POLL_NOTHING_PENDING = 0x07;
 /** The cascade input, never driven as a line (`irq2-line`). */
 export const CASCADE_IRQ = 2;
-/** No interrupt taken in an INTA window. */
-const NO_VECTOR = -1;
 /** A field left out of the comparison. */
 const NOT_COMPARED = -1;
 
@@ -293,19 +284,6 @@ function expectedKvmLineStatus(op: Extract<PicOracleOp, { kind: 'line' }>, statu
 // The guest
 // ---------------------------------------------------------------------------------------------
 
-/** Ports the guest reports on; none is emulated in the kernel, so each OUT returns from KVM_RUN. */
-const SYNC_PORT = 0xe0;
-const READ_PORT = 0xe1;
-const VECTOR_PORT = 0xe2;
-const DONE_PORT = 0xe3;
-/** Inside an INTA window: KVM_RUN returns, and KVM injects at the next entry (IF = 1, no STI shadow). */
-const WINDOW_PORT = 0xe5;
-/**
- * Fills the code segment: `in al, 0xE4` is E4 E4, so whatever byte a runaway guest starts at, it
- * decodes as an IN from port 0xE4, which returns from KVM_RUN as an unexpected exit.
- */
-const TRAP_BYTE = 0xe4;
-
 const STACK_TOP = 0x0ff0;
 const HANDLERS_AT = 0x1000;
 const HANDLER_STRIDE = 16;
@@ -330,10 +308,10 @@ const Opcode = {
 /**
  * The handler for `vector`: reports it and returns with IF clear, so an INTA window takes one
  * interrupt. push bp; mov bp, sp; and byte [bp+7], ~0x02 (FLAGS bit 9, IF, in the image IRET pops);
- * pop bp; push ax; mov al, vector; out VECTOR_PORT, al; pop ax; iret.
+ * pop bp; push ax; mov al, vector; out OraclePort.Vector, al; pop ax; iret.
  */
 function handler(vector: number): number[] {
-  return [0x55, 0x89, 0xe5, 0x80, 0x66, 0x07, 0xfd, 0x5d, 0x50, Opcode.MOV_AL_IMM8, vector, Opcode.OUT_IMM8_AL, VECTOR_PORT, 0x58, 0xcf];
+  return [0x55, 0x89, 0xe5, 0x80, 0x66, 0x07, 0xfd, 0x5d, 0x50, Opcode.MOV_AL_IMM8, vector, Opcode.OUT_IMM8_AL, OraclePort.Vector, 0x58, 0xcf];
 }
 
 function outPort(port: number): number[] {
@@ -349,17 +327,17 @@ function guestCode(op: PicOracleOp): number[] {
     case 'write':
       return [Opcode.MOV_AL_IMM8, op.value, ...outPort(op.port)];
     case 'read':
-      return [...inPort(op.port), Opcode.OUT_IMM8_AL, READ_PORT];
+      return [...inPort(op.port), Opcode.OUT_IMM8_AL, OraclePort.Read];
     case 'line':
       return []; // done by us at the SYNC exit
     case 'inta':
-      return [Opcode.STI, Opcode.NOP, Opcode.OUT_IMM8_AL, WINDOW_PORT, Opcode.CLI];
+      return [Opcode.STI, Opcode.NOP, Opcode.OUT_IMM8_AL, OraclePort.Window, Opcode.CLI];
   }
 }
 
 /** Loads the IVT, the handlers and the program for `ops` into `memory`; returns the entry point. */
 function loadGuest(memory: Uint8Array, ops: readonly PicOracleOp[]): number {
-  memory.fill(TRAP_BYTE, HANDLERS_AT, CODE_SEGMENT_END);
+  memory.fill(ORACLE_TRAP_BYTE, HANDLERS_AT, CODE_SEGMENT_END);
   const ivt = new DataView(memory.buffer, memory.byteOffset);
   for (let vector = 0; vector < VECTORS; vector++) {
     const at = HANDLERS_AT + vector * HANDLER_STRIDE;
@@ -372,8 +350,8 @@ function loadGuest(memory: Uint8Array, ops: readonly PicOracleOp[]): number {
     0x31, 0xc0, // xor ax, ax
     0x8e, 0xd0, // mov ss, ax
     0xbc, STACK_TOP & 0xff, STACK_TOP >> 8, // mov sp, STACK_TOP
-    ...ops.flatMap((op) => [...guestCode(op), Opcode.OUT_IMM8_AL, SYNC_PORT]),
-    Opcode.OUT_IMM8_AL, DONE_PORT,
+    ...ops.flatMap((op) => [...guestCode(op), Opcode.OUT_IMM8_AL, OraclePort.Sync]),
+    Opcode.OUT_IMM8_AL, OraclePort.Done,
   ];
   if (CODE_AT + program.length > CODE_SEGMENT_END) throw new RangeError(`a guest of ${program.length} bytes does not fit its code segment`);
   memory.set(program, CODE_AT);
@@ -386,61 +364,26 @@ function loadGuest(memory: Uint8Array, ops: readonly PicOracleOp[]): number {
 
 /** Replays `plan` on KVM's PIC; returns the first step where KVM and ours differ, or undefined. */
 export function replayOnKvm(plan: PicOraclePlan): PicOracleDifference | undefined {
-  const vm = KvmVm.create({ memoryBytes: GUEST_MEMORY_BYTES });
-  try {
-    const chip = KvmKernelIrqChip.create(vm, { vcpuCount: 1 });
-    // GSIs 0–15 reach the PIC only: the line status is then the PIC's alone (§1.3).
-    const picRoutes = [];
-    for (let irq = 0; irq < 16; irq++) picRoutes.push(picIrqRoute(irq < 8 ? IrqSourceChip.PicPrimary : IrqSourceChip.PicSecondary, irq));
-    chip.setIrqRoutes(picRoutes);
-    const entry = loadGuest(vm.memory, plan.steps.map((step) => step.op));
-    const vcpu = KvmVcpu.create(vm, 0);
-    try {
-      enterRealModeGuest(vcpu, entry);
-      return runAndCompare(vm, chip, vcpu, plan);
-    } finally {
-      vcpu.close();
-    }
-  } finally {
-    vm.close();
-  }
-}
-
-function runAndCompare(vm: KvmVm, chip: KvmKernelIrqChip, vcpu: KvmVcpu, plan: PicOraclePlan): PicOracleDifference | undefined {
-  let step = 0;
-  let reported: number | undefined;
-  // Per step: at most a window exit and a read or vector report, then the SYNC; then DONE.
-  const maximumExits = plan.steps.length * 3 + 1;
-  for (let exits = 0; exits < maximumExits; exits++) {
-    const exit = vcpu.run();
-    if (exit !== KvmExit.IO || !vcpu.ioIsOut()) throw new Error(`the oracle guest stopped on exit reason ${exit} at step ${step}`);
-    const port = vcpu.ioPort();
-    if (port === DONE_PORT) {
-      if (step !== plan.steps.length) throw new Error(`the oracle guest finished after ${step} of ${plan.steps.length} steps`);
-      return undefined;
-    }
-    if (port === WINDOW_PORT) continue;
-    if (port === READ_PORT || port === VECTOR_PORT) {
-      reported = vcpu.ioValue();
-      continue;
-    }
-    if (port !== SYNC_PORT) throw new Error(`the oracle guest wrote port 0x${port.toString(16)} at step ${step}`);
-    const planned = plan.steps[step];
-    if (planned === undefined) throw new Error('the oracle guest ran past its plan');
-    const { op, expected } = planned;
-    let result = reported;
-    if (op.kind === 'line') result = chip.serviceIrq(op.irq, op.level);
-    if (op.kind === 'inta') result ??= NO_VECTOR;
-    const kvm: PicObservation = {
-      master: comparableState(readKvmPicState(vm, KvmIrqchipId.PicMaster)),
-      slave: comparableState(readKvmPicState(vm, KvmIrqchipId.PicSlave)),
-      ...(result === undefined ? {} : { result }),
-    };
-    if (expected !== undefined && !sameObservation(kvm, expected)) return { step, op, kvm, ours: expected };
-    reported = undefined;
-    step += 1;
-  }
-  throw new Error(`the oracle guest made more than ${maximumExits} exits`);
+  // GSIs 0–15 reach the PIC only: the line status is then the PIC's alone (§1.3).
+  const routes = [];
+  for (let irq = 0; irq < 16; irq++) routes.push(picIrqRoute(irq < 8 ? IrqSourceChip.PicPrimary : IrqSourceChip.PicSecondary, irq));
+  const machine = { memoryBytes: GUEST_MEMORY_BYTES, routes, load: (memory: Uint8Array) => loadGuest(memory, plan.steps.map((step) => step.op)), enter: enterRealModeGuest };
+  return withOracleMachine(machine, ({ vm, chip, vcpu }) =>
+    runOracleGuest(vcpu, plan.steps.length, (step, reported) => {
+      const planned = plan.steps[step];
+      if (planned === undefined) return undefined;
+      const { op, expected } = planned;
+      let result = reported;
+      if (op.kind === 'line') result = chip.serviceIrq(op.irq, op.level);
+      if (op.kind === 'inta') result ??= NO_VECTOR;
+      const kvm: PicObservation = {
+        master: comparableState(readKvmPicState(vm, KvmIrqchipId.PicMaster)),
+        slave: comparableState(readKvmPicState(vm, KvmIrqchipId.PicSlave)),
+        ...(result === undefined ? {} : { result }),
+      };
+      return expected !== undefined && !sameObservation(kvm, expected) ? { step, op, kvm, ours: expected } : undefined;
+    }),
+  );
 }
 
 function sameObservation(kvm: PicObservation, ours: PicObservation): boolean {
