@@ -1,8 +1,6 @@
 /**
- * vCPU worker for the KVM tests and benchmarks: runs the PIC test guest (pic-test-guest.ts) on
- * its own vCPU and records what the handler reports in the supervisor's guest log. Optionally it
- * is also the device (the benchmark's in-thread round trip): after each handler run it signals the
- * irqfd again until the runs reach the log's `DeviceTarget`; the supervisor sends the first signal.
+ * vCPU worker for the KVM tests: runs the PIC test guest (pic-test-guest.ts) on its own vCPU and
+ * records what the handler reports in the supervisor's guest log.
  */
 import type { EventDescriptor } from '../event/event.ts';
 import { KvmExit } from './kvm-abi.ts';
@@ -14,8 +12,6 @@ export interface PicGuestVcpuData {
   readonly log: SharedArrayBuffer;
   /** The level event's resample eventfd: each handler run checks it was not signalled before its EOI. */
   readonly resample?: EventDescriptor;
-  /** Be the device: signal this eventfd again after each handler run until the runs reach `DeviceTarget`. */
-  readonly deviceTrigger?: EventDescriptor;
 }
 
 const attached = attachVcpuThread();
@@ -23,7 +19,6 @@ const { vcpu } = attached;
 const data = attached.data as PicGuestVcpuData;
 const log = new Int32Array(data.log);
 const resample = data.resample === undefined ? undefined : OsEvent.fromDescriptor(data.resample);
-const trigger = data.deviceTrigger === undefined ? undefined : OsEvent.fromDescriptor(data.deviceTrigger);
 
 function record(word: number, value: number): void {
   Atomics.store(log, word, value);
@@ -35,14 +30,7 @@ function onHandlerRun(value: number): void {
   if (value !== seen) Atomics.add(log, GuestLog.OutOfOrder, 1);
   if (resample !== undefined && resample.readCount() !== 0n) Atomics.add(log, GuestLog.ResampledBeforeEoi, 1);
   Atomics.store(log, GuestLog.LastValue, value);
-  if (trigger === undefined) {
-    record(GuestLog.Interrupts, seen);
-    return;
-  }
-  // The benchmark's device: no notify per interrupt, only when the target is reached.
-  log[GuestLog.Interrupts] = seen;
-  if (seen < Atomics.load(log, GuestLog.DeviceTarget)) trigger.signal();
-  else record(GuestLog.DeviceDone, seen);
+  record(GuestLog.Interrupts, seen);
 }
 
 try {
@@ -65,5 +53,4 @@ try {
 } finally {
   vcpu.close();
   resample?.close();
-  trigger?.close();
 }

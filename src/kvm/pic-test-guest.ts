@@ -5,7 +5,7 @@
  * IRQ4), writes ELCR1 (port 0x4d0: bit 4 makes IRQ4 level-triggered), installs an IVT handler for
  * vector 0x24, reports ready (OUT 0x11) and loops on `sti; hlt`. Each interrupt's handler
  * increments a counter in memory, OUTs it as a word to port 0x10, EOIs the master (OUT 0x20,
- * 0x20) and IRETs. The same bytes serve every chip mode, so their round trips compare.
+ * 0x20) and IRETs.
  */
 
 import { KvmRegs } from './kvm-registers.ts';
@@ -136,11 +136,7 @@ export const GuestLog = {
   OutOfOrder: 4,
   /** Handler runs that found the resample event already signalled before their EOI. */
   ResampledBeforeEoi: 5,
-  /** A device in the vCPU thread: the handler runs it has seen, published when they reach `DeviceTarget`. */
-  DeviceDone: 6,
   /** KVM_RUN calls a kick interrupted. */
-  Kicked: 7,
-  /** A device in the vCPU thread re-signals after each handler run until the runs reach this (set by the supervisor). */
-  DeviceTarget: 8,
+  Kicked: 6,
 } as const;
-export const GUEST_LOG_WORDS = 9;
+export const GUEST_LOG_WORDS = 7;
