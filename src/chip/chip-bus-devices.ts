@@ -64,9 +64,14 @@ class LocalApicWindowDevice implements BusDevice {
   }
 }
 
-/** Places the three controllers on the buses. EEXIST if something already occupies their ranges. */
-export function placeControllersOnBuses(pic: PicPair, ioapic: Ioapic, apics: readonly LocalApic[], ioBus: Bus, mmioBus: Bus): void {
+/** Places the 8259A pair and the IOAPIC on the buses. EEXIST if something already occupies their ranges. */
+export function placeLegacyControllersOnBuses(pic: PicPair, ioapic: Ioapic, ioBus: Bus, mmioBus: Bus): void {
   for (const [base, length] of PIC_PORT_RANGES) ioBus.insert(new PicPortDevice(pic, base), base, length);
   mmioBus.insert(new IoapicDevice(ioapic), ioapic.baseAddress, IOAPIC_WINDOW_BYTES);
+}
+
+/** Places the three controllers on the buses. EEXIST if something already occupies their ranges. */
+export function placeControllersOnBuses(pic: PicPair, ioapic: Ioapic, apics: readonly LocalApic[], ioBus: Bus, mmioBus: Bus): void {
+  placeLegacyControllersOnBuses(pic, ioapic, ioBus, mmioBus);
   mmioBus.insert(new LocalApicWindowDevice(apics), LOCAL_APIC_WINDOW_BASE, LOCAL_APIC_WINDOW_BYTES);
 }

@@ -42,15 +42,19 @@ export class IrqEventService {
     this.loops.push(this.refreshWhileRunning());
   }
 
-  /** Starts waiters for events registered since the last look. */
+  /** Starts waiters for events registered since the last look, and retires those of events gone. */
   refresh(): void {
     if (!this.running) return;
-    for (const token of this.chip.irqEventTokens()) {
+    const tokens = this.chip.irqEventTokens();
+    for (const [index, event] of this.watched) {
+      if (!tokens.some((token) => token.index === index && token.event === event)) this.watched.delete(index);
+    }
+    for (const token of tokens) {
       if (this.watched.get(token.index) === token.event) continue;
       const { index, event } = token;
       this.watched.set(index, event);
       this.loops.push(
-        this.watch(event, () => this.watched.get(index) === event && this.isRegistered(index, event), () => {
+        this.watch(event, () => this.watched.get(index) === event, () => {
           this.chip.serviceIrqEvent(index);
         }),
       );
@@ -75,21 +79,20 @@ export class IrqEventService {
     return !this.running;
   }
 
-  private isRegistered(index: number, event: Event): boolean {
-    return this.chip.irqEventTokens().some((token) => token.index === index && token.event === event);
-  }
-
+  /**
+   * Services `event` whenever it is signalled, while wanted. After each service it yields to the
+   * event loop: an event unregistered with signals in it (a masked MSI-X vector keeps its count
+   * for the PBA) stays readable, and must not starve the timers of the refresh that retires it.
+   */
   private async watch(event: Event, stillWanted: () => boolean, service: () => void): Promise<void> {
     while (this.running) {
       const result = await event.waitAsync(POLL_MS);
-      // stop() may have run while this waited.
-      if (this.stopped()) return;
-      if (result === 'timed-out') {
-        if (!stillWanted()) return;
-        continue;
-      }
+      // stop() or a refresh may have run while this waited.
+      if (this.stopped() || !stillWanted()) return;
+      if (result === 'timed-out') continue;
       service();
       this.serviced++;
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 }

@@ -8,6 +8,12 @@
 export { addon, type IrqchipAddon, type NativePoller } from './addon.ts';
 export { KVM_API_VERSION, KvmCap, KvmExit, KvmIoctl } from './kvm-abi.ts';
 export { KvmKernelIrqChip, type KvmKernelIrqChipDescriptor, type KvmKernelIrqChipOptions } from './kvm-kernel-irq-chip.ts';
+export { KvmSplitIrqChip, type KvmSplitIrqChipDescriptor, type KvmSplitIrqChipOptions } from './kvm-split-irq-chip.ts';
+export { KvmMsiSender, MSI_REACHED_NO_LOCAL_APIC } from './kvm-msi-sender.ts';
+export { KvmVcpuLoop, type KvmVcpuLoopOptions, type VcpuLoopEnd } from './vcpu-loop.ts';
+export { routeApicMsrsToUserspace } from './userspace-apic-msrs.ts';
+export { enterLongMode, loadGuestImage, readGuestImage, writeLongModeTables, GUEST_IMAGE_ADDRESS } from './long-mode.ts';
+export { KvmLapicState } from './kvm-lapic-state.ts';
 export { KvmRegs, KvmSregs, type KvmSegment } from './kvm-registers.ts';
 export { KvmVcpu } from './kvm-vcpu.ts';
 export { KVM_DEVICE_PATH, KvmVm, type KvmVmDescriptor, type KvmVmOptions } from './kvm-vm.ts';

@@ -15,6 +15,7 @@ import { waitAsyncKeepingAlive } from '../base/wait-async.ts';
 import type { LocalApic } from '../x86/lapic/local-apic.ts';
 import { loadIrqProbe, type IrqProbeConfig } from './irq-probe.ts';
 import { KvmKernelIrqChip, type KvmKernelIrqChipDescriptor } from './kvm-kernel-irq-chip.ts';
+import { KvmSplitIrqChip, type KvmSplitIrqChipDescriptor } from './kvm-split-irq-chip.ts';
 import { KvmVm } from './kvm-vm.ts';
 import { routeApicMsrsToUserspace } from './userspace-apic-msrs.ts';
 import { VcpuThread, type VcpuThreadOptions } from './vcpu-thread.ts';
@@ -57,7 +58,10 @@ export const ProbeLog = {
 } as const;
 const LOG_WORDS = ProbeLog.VectorCounts + 256;
 
-type ChipDescriptor = { readonly mode: 'kernel'; readonly chip: KvmKernelIrqChipDescriptor } | { readonly mode: 'userspace'; readonly chip: UserspaceIrqChipDescriptor };
+type ChipDescriptor =
+  | { readonly mode: 'kernel'; readonly chip: KvmKernelIrqChipDescriptor }
+  | { readonly mode: 'split'; readonly chip: KvmSplitIrqChipDescriptor }
+  | { readonly mode: 'userspace'; readonly chip: UserspaceIrqChipDescriptor };
 
 export interface ProbeVcpuData {
   readonly log: SharedArrayBuffer;
@@ -102,8 +106,10 @@ export function createProbeMachine(mode: ChipMode, vcpuCount = 1): ProbeMachine 
       const chip = UserspaceIrqChip.create({ vcpuCount });
       return { mode, vcpuCount, vm, log, chip, deviceChip: chip, userspaceChip: chip };
     }
-    case 'split':
-      throw new Error('split: not yet');
+    case 'split': {
+      const chip = KvmSplitIrqChip.create(vm, { vcpuCount });
+      return { mode, vcpuCount, vm, log, chip, deviceChip: chip };
+    }
   }
 }
 
@@ -112,6 +118,8 @@ export function chipView(descriptor: ChipDescriptor): { readonly chip: IrqChip; 
   switch (descriptor.mode) {
     case 'kernel':
       return { chip: KvmKernelIrqChip.fromDescriptor(descriptor.chip) };
+    case 'split':
+      return { chip: KvmSplitIrqChip.fromDescriptor(descriptor.chip) };
     case 'userspace': {
       const chip = UserspaceIrqChip.fromDescriptor(descriptor.chip);
       return { chip, localApic: (vcpuId) => chip.localApic(vcpuId) };
@@ -125,6 +133,10 @@ function describeChip(machine: ProbeMachine): { readonly descriptor: ChipDescrip
   if (chip instanceof UserspaceIrqChip) {
     const view = chip.createView();
     return { descriptor: { mode: 'userspace', chip: view }, transfer: [view.registry] };
+  }
+  if (chip instanceof KvmSplitIrqChip) {
+    const view = chip.createView();
+    return { descriptor: { mode: 'split', chip: view }, transfer: [view.registry] };
   }
   throw new Error(`no view for a ${machine.mode} chip`);
 }

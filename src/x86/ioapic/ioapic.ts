@@ -36,7 +36,7 @@
  * word (IOWIN reads, the accessors) take no lock and use `Atomics.load`. Lock order is PIC →
  * IOAPIC → LAPIC: the IOAPIC calls the sink (the APIC bus) with its lock held, so the sink must
  * never call back into this IOAPIC's mutators synchronously (the lock-free accessors are fine).
- * Resample listeners are called after the lock is released, so they may call `setIrq`.
+ * Resample and redirection-entry listeners are called after the lock is released, so they may call `setIrq`.
  *
  * Views: whether a pin is resampled is state (word 144), so every view, on any thread, lowers a
  * resampled pin's line at its EOI or unmask alike. Only the listener is per view: the view that
@@ -119,6 +119,13 @@ export const IOAPIC_STORM_DELAY_NS = 10_000_000;
  * pending (§2.8 step 1, §2.9, §5.8; I13). One listener per view serves every pin.
  */
 export type ResampleListener = (pin: number) => void;
+
+/**
+ * Called, after the IOAPIC lock is released, with the pin whose redirection entry the guest just
+ * wrote through IOWIN (either half; the value may be unchanged). For a VMM that mirrors the table
+ * elsewhere, such as KVM's MSI routes on a split irqchip. One listener per view.
+ */
+export type RedirectionEntryListener = (pin: number) => void;
 
 export interface IoapicOptions {
   /** Where messages go: the APIC bus. Called with the IOAPIC lock held; must not call back into it. */
@@ -248,6 +255,8 @@ const EOI_REGISTER_VECTOR_MASK = 0xff;
 const MAX_VECTOR = 0xff;
 
 const ALL_PINS_MASK = (1 << IOAPIC_PIN_COUNT) - 1;
+/** `writtenEntryPin` when the write touched no redirection entry. */
+const NO_PIN = -1;
 const DWORD_BYTES = 4;
 const BYTE_BYTES = 1;
 /** x86 MMIO accesses by ordinary instructions are 1 to 8 bytes. */
@@ -274,6 +283,9 @@ export class Ioapic implements EoiBroadcastListener {
 
   /** This view's resample listener (callbacks are not state: each view registers its own). */
   private resampleListener: ResampleListener | undefined;
+  private entryListener: RedirectionEntryListener | undefined;
+  /** The pin whose entry the IOWIN write in progress on this view wrote, or NO_PIN. */
+  private writtenEntryPin = NO_PIN;
 
   /**
    * Messages are immutable and depend only on a few RTE bits, so each pin's last message is kept
@@ -468,6 +480,16 @@ export class Ioapic implements EoiBroadcastListener {
     this.resampleListener = listener;
   }
 
+  /** Registers (or with `undefined` removes) this view's listener for guest writes of redirection entries. */
+  setRedirectionEntryListener(listener: RedirectionEntryListener | undefined): void {
+    check(
+      listener === undefined || typeof (listener as unknown) === 'function',
+      ErrorCode.EINVAL,
+      'redirection entry listener must be a function or undefined',
+    );
+    this.entryListener = listener;
+  }
+
   // -------------------------------------------------------------------------------------------
   // Deferred work (storm limiter), driven by the Clock: the model owns no timers.
   // -------------------------------------------------------------------------------------------
@@ -591,6 +613,10 @@ export class Ioapic implements EoiBroadcastListener {
   private writeWindow(value: number): void {
     const resampled = withLock(this.words, () => this.writeSelectedRegister(value));
     this.notifyResampled(resampled);
+    const pin = this.writtenEntryPin;
+    if (pin === NO_PIN) return;
+    this.writtenEntryPin = NO_PIN;
+    this.entryListener?.(pin);
   }
 
   /** Writes the register IOREGSEL selects; returns the pins resampled by the write. */
@@ -611,6 +637,7 @@ export class Ioapic implements EoiBroadcastListener {
     }
     const half = select - IoapicRegisterIndex.RedirectionTable;
     const pin = half >>> 1;
+    this.writtenEntryPin = pin;
     if ((half & 1) === 0) this.writeEntryLow(pin, value);
     else this.writeEntryHigh(pin, value);
     // §2.5 step 6: re-evaluate the pin after any write, which is how an unmask (or a retarget)
