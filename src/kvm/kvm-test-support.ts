@@ -75,15 +75,26 @@ export async function withPicGuest<T>(machine: KernelChipMachine, data: Omit<Pic
 
 /** Waits until `log[word] >= value`; fails on a fatal guest exit or after a long timeout. */
 export async function waitForLog(log: Int32Array, word: number, value: number): Promise<void> {
+  await waitForLogWord(log, word, value, () => {
+    const fatal = Atomics.load(log, GuestLog.FatalExit);
+    return fatal === 0 ? undefined : `the guest's vCPU stopped on exit reason ${fatal}`;
+  });
+}
+
+/**
+ * Waits until `log[word] >= value` (a guest log that a vCPU worker fills and notifies); fails
+ * when `failure()` names a reason, or after a long timeout.
+ */
+export async function waitForLogWord(log: Int32Array, word: number, value: number, failure: () => string | undefined): Promise<void> {
   const deadline = performance.now() + WAIT_TIMEOUT_MS;
   for (;;) {
     const current = Atomics.load(log, word);
     if (current >= value) return;
-    const fatal = Atomics.load(log, GuestLog.FatalExit);
-    if (fatal !== 0) throw new Error(`the guest's vCPU stopped on exit reason ${fatal}`);
+    const reason = failure();
+    if (reason !== undefined) throw new Error(reason);
     const remaining = deadline - performance.now();
     if (remaining <= 0) throw new Error(`guest log word ${word} stayed at ${current}, expected ${value}`);
-    // Wake on this word, and at least every 100 ms to look at FatalExit.
+    // Wake on this word, and at least every 100 ms to look for a failure.
     await waitAsyncKeepingAlive(log, word, current, Math.min(remaining, 100));
   }
 }

@@ -11,11 +11,11 @@ import type { DeviceInterruptChip } from '../device/device-chip.ts';
 import { IrqEventService } from '../chip/irq-event-service.ts';
 import { UserspaceIrqChip, type UserspaceIrqChipDescriptor } from '../chip/userspace-irq-chip.ts';
 import type { EventDescriptor } from '../event/event.ts';
-import { waitAsyncKeepingAlive } from '../base/wait-async.ts';
 import type { LocalApic } from '../x86/lapic/local-apic.ts';
 import { loadIrqProbe, type IrqProbeConfig } from './irq-probe.ts';
 import { KvmKernelIrqChip, type KvmKernelIrqChipDescriptor } from './kvm-kernel-irq-chip.ts';
 import { KvmSplitIrqChip, type KvmSplitIrqChipDescriptor } from './kvm-split-irq-chip.ts';
+import { waitForLogWord } from './kvm-test-support.ts';
 import { KvmVm } from './kvm-vm.ts';
 import { routeApicMsrsToUserspace } from './userspace-apic-msrs.ts';
 import { VcpuThread, type VcpuThreadOptions } from './vcpu-thread.ts';
@@ -84,7 +84,6 @@ export interface ProbeMachine {
 
 /** Guest RAM: the guest and its tables live in the first 2 MiB. */
 const PROBE_MEMORY_BYTES = 4 << 20;
-const WAIT_TIMEOUT_MS = 20_000;
 const PROBE_VCPU = new URL('./probe-vcpu.fixture.ts', import.meta.url);
 
 export function recordLog(log: Int32Array, word: number, value: number): void {
@@ -185,18 +184,12 @@ export function vectorCount(machine: ProbeMachine, vector: number): number {
 
 /** Waits until `log[word] >= value`; fails on a guest exception, a fatal exit, or after a long timeout. */
 export async function waitForLog(log: Int32Array, word: number, value: number): Promise<void> {
-  const deadline = performance.now() + WAIT_TIMEOUT_MS;
-  for (;;) {
-    const current = Atomics.load(log, word);
-    if (current >= value) return;
+  await waitForLogWord(log, word, value, () => {
     const exception = Atomics.load(log, ProbeLog.GuestException);
-    if (exception !== 0) throw new Error(`the guest took exception ${exception - 1}`);
+    if (exception !== 0) return `the guest took exception ${exception - 1}`;
     const fatal = Atomics.load(log, ProbeLog.FatalExit);
-    if (fatal !== 0) throw new Error(`the guest's vCPU stopped on exit reason ${fatal}`);
-    const remaining = deadline - performance.now();
-    if (remaining <= 0) throw new Error(`probe log word ${word} stayed at ${current}, expected ${value}`);
-    await waitAsyncKeepingAlive(log, word, current, Math.min(remaining, 100));
-  }
+    return fatal === 0 ? undefined : `the guest's vCPU stopped on exit reason ${fatal}`;
+  });
 }
 
 /** Waits until the guest's handler ran for `vector` at least `count` times. */
