@@ -49,6 +49,7 @@ import { ApicBus, type ApicBusDescriptor } from '../x86/lapic/apic-bus.ts';
 import { LocalApic, MpState, NO_INTERRUPT, type LocalApicDescriptor } from '../x86/lapic/local-apic.ts';
 import type { PicPair } from '../x86/pic/pic.ts';
 import type { Bus } from './bus.ts';
+import { chipHasCapability } from './chip-capabilities.ts';
 import { placeControllersOnBuses } from './chip-bus-devices.ts';
 import { decodeChipSnapshot, encodeChipSnapshot, scratchDescriptor } from './chip-snapshot.ts';
 import type { IrqAllocator } from './irq-allocator.ts';
@@ -345,13 +346,7 @@ export class UserspaceIrqChip implements IrqChip {
   }
 
   checkCapability(cap: IrqChipCap): boolean {
-    switch (cap) {
-      case 'tsc-deadline-timer':
-        return this.parts.tscDeadline;
-      case 'x2apic':
-      case 'mp-state-get-set':
-        return true;
-    }
+    return chipHasCapability(cap, this.parts.tscDeadline);
   }
 
   // -------------------------------------------------------------------------------------------

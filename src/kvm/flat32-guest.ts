@@ -79,6 +79,11 @@ export function interruptWindow(): number[] {
   return [Flat32Opcode.STI, Flat32Opcode.NOP, ...outAl(OraclePort.Window), Flat32Opcode.CLI];
 }
 
+/** An oracle guest's program (oracle-guest.ts): each step's code, then an OUT to SYNC; at the end an OUT to DONE. */
+export function flat32OracleProgram(stepCodes: readonly (readonly number[])[]): number[] {
+  return [...stepCodes.flatMap((code) => [...code, ...outAl(OraclePort.Sync)]), ...outAl(OraclePort.Done)];
+}
+
 // ---------------------------------------------------------------------------------------------
 // Memory layout and the descriptor tables
 // ---------------------------------------------------------------------------------------------

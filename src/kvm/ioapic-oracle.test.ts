@@ -6,6 +6,7 @@ import { ApicRegister } from '../x86/lapic/apic-registers.ts';
 import { IOAPIC_DIFFERENCES, planIoapicOracleRun, replayIoapicOnKvm, type IoapicOracleOp, type IoapicOraclePlan } from './ioapic-oracle.ts';
 import { LAPIC_VECTOR_BANKS, kvmLapicHost } from './lapic-oracle.ts';
 import { kvmSkipReason } from './kvm-test-support.ts';
+import { assertRandomOracleRuns, describeOracleDifference, oracleOpSequences, oracleRunCount } from './oracle-guest.ts';
 
 const skip = kvmSkipReason("differential test of KVM's in-kernel IOAPIC against Ioapic");
 
@@ -49,13 +50,11 @@ const oneOp: fc.Arbitrary<IoapicOracleOp[]> = fc.oneof(
   { weight: 1, arbitrary: fc.tuple(fc.constantFrom(ApicRegister.LogicalDestination, ApicRegister.DestinationFormat, ApicRegister.EndOfInterrupt), fc.constantFrom(0, 0x01000000, 0x02000000, 0x10000000, 0x11000000, 0xffffffff, 0x0fffffff)).map(([register, value]): IoapicOracleOp[] => [{ kind: 'lapic-write', register, value }]) },
 );
 
-const opSequence = fc.array(oneOp, { minLength: 1, maxLength: 40, size: 'max' }).map((groups) => groups.flat());
-const RUNS = Number(process.env.IOAPIC_ORACLE_RUNS ?? 50);
+const opSequence = oracleOpSequences(oneOp);
+const RUNS = oracleRunCount('IOAPIC_ORACLE_RUNS');
 
 function describeDifference(plan: IoapicOraclePlan): string | undefined {
-  const difference = replayIoapicOnKvm(plan);
-  if (difference === undefined) return undefined;
-  return `step ${difference.step} ${JSON.stringify(difference.op)}:\n  kvm  ${JSON.stringify(difference.kvm)}\n  ours ${JSON.stringify(difference.ours)}\nplan ${JSON.stringify(plan.steps.map((step) => step.op))}`;
+  return describeOracleDifference(plan, replayIoapicOnKvm(plan));
 }
 
 describe("KVM's in-kernel IOAPIC and Ioapic agree (differential test)", { skip }, () => {
@@ -102,23 +101,13 @@ describe("KVM's in-kernel IOAPIC and Ioapic agree (differential test)", { skip }
 
   test('random operation sequences: KVM and ours agree after every operation, up to the listed differences', () => {
     const host = kvmLapicHost();
-    console.log('# IOAPIC differences (KVM vs ours), each handled as described:');
-    for (const { rule, handling, reason } of IOAPIC_DIFFERENCES) console.log(`#   ${rule}: ${reason}. Handling: ${handling}.`);
-    const skipped: Record<string, number> = {};
-    const normalised: Record<string, number> = {};
-    let compared = 0;
-    fc.assert(
-      fc.property(opSequence, (ops) => {
-        const plan = planIoapicOracleRun(ops, host);
-        for (const [reason, count] of Object.entries(plan.skipped)) skipped[reason] = (skipped[reason] ?? 0) + count;
-        for (const [rule, count] of Object.entries(plan.normalised)) normalised[rule] = (normalised[rule] ?? 0) + count;
-        compared += plan.steps.length;
-        const difference = describeDifference(plan);
-        assert.equal(difference, undefined, difference);
-      }),
-      { numRuns: RUNS, includeErrorInReport: true },
-    );
-    console.log(`# ${compared} operations compared; left out: ${JSON.stringify(skipped)}; normalised: ${JSON.stringify(normalised)}`);
-    assert.ok(compared > RUNS, 'the runs compared operations');
+    assertRandomOracleRuns({
+      title: 'IOAPIC differences (KVM vs ours)',
+      differences: IOAPIC_DIFFERENCES,
+      ops: opSequence,
+      runs: RUNS,
+      plan: (ops) => planIoapicOracleRun(ops, host),
+      replay: describeDifference,
+    });
   });
 });

@@ -36,11 +36,23 @@ import { RTE_MASKED, RTE_REMOTE_IRR, rteIsLevelTriggered, rteVector } from '../x
 import { ApicBus } from '../x86/lapic/apic-bus.ts';
 import { ApicRegister, XAPIC_REGISTER_STRIDE } from '../x86/lapic/apic-registers.ts';
 import { LocalApic } from '../x86/lapic/local-apic.ts';
-import { FLAT32_GUEST_MEMORY_BYTES, interruptWindow, loadEax, loadFlat32Guest, outAl, outEax, storeImmediate, type Flat32AccessSize } from './flat32-guest.ts';
+import { interruptWindow, loadEax, outEax, storeImmediate, type Flat32AccessSize } from './flat32-guest.ts';
 import { readKvmIoapicState, type KvmIoapicState } from './kvm-irqchip-state.ts';
 import { KvmLapicState } from './kvm-lapic-state.ts';
-import { LAPIC_MMIO_BASE, LAPIC_VECTOR_BANKS, SVR_ENABLED, enterOracleVcpu, kvmHashesToEmptySlot, kvmLapicRegisters, kvmNoDestinationStatus, ourLapicRegisters, takeInterrupt, underUndefinedDfrModel, type KvmLapicHost } from './lapic-oracle.ts';
-import { NO_VECTOR, OraclePort, runOracleGuest, withOracleMachine } from './oracle-guest.ts';
+import {
+  LAPIC_MMIO_BASE,
+  LAPIC_VECTOR_BANKS,
+  SVR_ENABLED,
+  flat32OracleMachine,
+  intaOutcome,
+  kvmHashesToEmptySlot,
+  kvmLapicRegisters,
+  kvmNoDestinationStatus,
+  ourLapicRegisters,
+  underUndefinedDfrModel,
+  type KvmLapicHost,
+} from './lapic-oracle.ts';
+import { OraclePort, replayOracleSteps, type OracleDifference } from './oracle-guest.ts';
 
 export type IoapicOracleOp =
   /** A guest write of `size` bytes at `offset` in the IOAPIC's window. */
@@ -150,12 +162,7 @@ export interface IoapicOraclePlan {
   readonly deliveries: readonly IoapicDelivery[];
 }
 
-export interface IoapicOracleDifference {
-  readonly step: number;
-  readonly op: IoapicOracleOp;
-  readonly kvm: IoapicObservation;
-  readonly ours: IoapicObservation;
-}
+export type IoapicOracleDifference = OracleDifference<IoapicOracleOp, IoapicObservation>;
 
 const DWORD = 4;
 /** IOAPICID holds the ID in bits 27:24 (82093AA §3.2.1); kvm_ioapic_state holds it unshifted. */
@@ -340,10 +347,8 @@ function perform(model: ModelPair, op: IoapicOracleOp, host: KvmLapicHost): Outc
     case 'lapic-write':
       model.lapic.mmioWrite(op.register * XAPIC_REGISTER_STRIDE, DWORD, op.value);
       return { result: undefined };
-    case 'inta': {
-      const vector = takeInterrupt(model.lapic, host);
-      return host.eoisAtDelivery && vector !== NO_VECTOR ? { result: vector, normalisedBy: 'eoi-at-delivery' } : { result: vector };
-    }
+    case 'inta':
+      return intaOutcome(model.lapic, host);
   }
 }
 
@@ -404,10 +409,6 @@ function guestCode(op: IoapicOracleOp): number[] {
   }
 }
 
-function program(ops: readonly IoapicOracleOp[]): number[] {
-  return [...ops.flatMap((op) => [...guestCode(op), ...outAl(OraclePort.Sync)]), ...outAl(OraclePort.Done)];
-}
-
 /** GSI p reaches IOAPIC pin p and nothing else. */
 function ioapicOnlyRoutes(): ReturnType<typeof ioapicIrqRoute>[] {
   return Array.from({ length: IOAPIC_PIN_COUNT }, (_, pin) => ioapicIrqRoute(pin));
@@ -415,28 +416,15 @@ function ioapicOnlyRoutes(): ReturnType<typeof ioapicIrqRoute>[] {
 
 /** Replays `plan` on KVM's IOAPIC; returns the first step where KVM and ours differ, or undefined. */
 export function replayIoapicOnKvm(plan: IoapicOraclePlan): IoapicOracleDifference | undefined {
-  const machine = {
-    memoryBytes: FLAT32_GUEST_MEMORY_BYTES,
-    routes: ioapicOnlyRoutes(),
-    load: (memory: Uint8Array) => loadFlat32Guest(memory, program(plan.steps.map((step) => step.op))),
-    enter: enterOracleVcpu,
-  };
-  return withOracleMachine(machine, ({ vm, chip, vcpu }) =>
-    runOracleGuest(vcpu, plan.steps.length, (step, reported) => {
-      const planned = plan.steps[step];
-      if (planned === undefined) return undefined;
-      const { op, expected } = planned;
-      let result = reported;
-      if (op.kind === 'line') result = chip.serviceIrq(op.pin, op.level);
-      if (op.kind === 'inta') result ??= NO_VECTOR;
-      const kvm: IoapicObservation = {
-        ioapic: readKvmIoapicState(vm),
-        lapic: kvmLapicRegisters(KvmLapicState.read(vcpu), LAPIC_VECTOR_BANKS),
-        ...(result === undefined ? {} : { result }),
-      };
-      return sameObservation(kvm, expected) ? undefined : { step, op, kvm, ours: expected };
+  return replayOracleSteps(flat32OracleMachine(plan.steps.map(({ op }) => guestCode(op)), ioapicOnlyRoutes()), plan.steps, {
+    drive: ({ chip }, op) => (op.kind === 'line' ? chip.serviceIrq(op.pin, op.level) : undefined),
+    observe: ({ vm, vcpu }, result) => ({
+      ioapic: readKvmIoapicState(vm),
+      lapic: kvmLapicRegisters(KvmLapicState.read(vcpu), LAPIC_VECTOR_BANKS),
+      ...(result === undefined ? {} : { result }),
     }),
-  );
+    same: sameObservation,
+  });
 }
 
 function sameObservation(kvm: IoapicObservation, ours: IoapicObservation): boolean {

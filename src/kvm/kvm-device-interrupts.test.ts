@@ -13,7 +13,7 @@ import { describe, test } from 'node:test';
 import { IrqChipError } from '../base/errors.ts';
 import type { ChipInterruptGroup } from '../device/chip-interrupt-group.ts';
 import { InterruptSourceType } from '../device/interrupt-source.ts';
-import { IrqFdRouteFactory } from '../device/irqfd-route.ts';
+import { IrqFdRouteFactory, type IrqFdRoute } from '../device/irqfd-route.ts';
 import { MsixCapability } from '../device/msix-capability.ts';
 import { MsixGuest } from '../device/msix-test-support.ts';
 import { msiTo } from '../device/device-test-support.ts';
@@ -31,26 +31,39 @@ function routesOf(machine: LapicMachine, gsi: number): unknown[] {
   return machine.chip.routes().filter((route) => route.gsi === gsi);
 }
 
+/** A machine with one IrqFdRoute from its interrupt manager, set to a fixed MSI of `vector` to APIC 0. */
+function routeMachine(vector: number): LapicMachine & { readonly route: IrqFdRoute } {
+  const machine = lapicMachine();
+  const route = machine.manager.newIrqFdRoute();
+  route.setMsi(...fixedMsi(0, vector));
+  return Object.assign(machine, { route });
+}
+
+/**
+ * Waits for KVM's injection of `vector`, then masks the route (the deassign flushes KVM's pending
+ * injections) and checks that `vector` arrived exactly once and nothing else did.
+ */
+async function arrivesOnceByMask(machine: LapicMachine, route: IrqFdRoute, vector: number): Promise<void> {
+  await requestArrives(machine.vcpu, vector);
+  route.mask();
+  assert.deepEqual(takeRequests(machine.vcpu), [vector]);
+}
+
 describe('IrqFdRoute on KvmKernelIrqChip: an irqfd on an MSI route', { skip }, () => {
   test('the route\'s event is an eventfd from the chip; after setMsi a signal reaches the LAPIC with no service call, and KVM consumes the count', async () => {
-    using machine = lapicMachine();
-    const route = machine.manager.newIrqFdRoute();
+    using machine = routeMachine(0x60);
+    const { route } = machine;
     assert.ok(route.event() instanceof OsEvent, 'made by KvmKernelIrqChip.createIrqEvent');
-    route.setMsi(...fixedMsi(0, 0x60));
-    assert.deepEqual(routesOf(machine, route.gsi), [{ gsi: route.gsi, source: { kind: 'msi', address: fixedMsi(0, 0x60)[0], data: 0x60 } }]);
+    assert.deepEqual(routesOf(machine, route.gsi), [msiIrqRoute(route.gsi, ...fixedMsi(0, 0x60))]);
     route.event().signal();
     assert.equal(route.event().readCount(), 0n, 'irqfd_wakeup read it');
-    await requestArrives(machine.vcpu, 0x60);
-    route.mask();
-    assert.deepEqual(takeRequests(machine.vcpu), [0x60]);
+    await arrivesOnceByMask(machine, route, 0x60);
     assert.equal(machine.device.injections(), 0, 'the device layer injected nothing itself');
   });
 
   test('masked: signals wait in the eventfd; consumePending reads them once; unmask injects nothing, so the caller\'s own delivery (signalMsi) is the only one', () => {
-    using machine = lapicMachine();
-    const route = machine.manager.newIrqFdRoute();
-    const message = fixedMsi(0, 0x61);
-    route.setMsi(...message);
+    using machine = routeMachine(0x61);
+    const { route } = machine;
     route.mask();
     route.event().signal();
     route.event().signal();
@@ -61,56 +74,47 @@ describe('IrqFdRoute on KvmKernelIrqChip: an irqfd on an MSI route', { skip }, (
     route.unmask();
     route.mask(); // waits for any injection the assign scheduled
     assert.deepEqual(takeRequests(machine.vcpu), [], 'an empty eventfd at the assign: KVM injects nothing');
-    assert.equal(machine.chip.signalMsi(...message), 1, 'the caller delivers what consumePending found');
+    assert.equal(machine.chip.signalMsi(...fixedMsi(0, 0x61)), 1, 'the caller delivers what consumePending found');
     assert.deepEqual(takeRequests(machine.vcpu), [0x61]);
     assert.equal(machine.device.injections(), 0);
   });
 
   test('masked and never drained: unmask re-arms, KVM injects the waiting count exactly once, and the count is gone from the event', async () => {
-    using machine = lapicMachine();
-    const route = machine.manager.newIrqFdRoute();
-    route.setMsi(...fixedMsi(0, 0x62));
+    using machine = routeMachine(0x62);
+    const { route } = machine;
     route.mask();
     route.event().signal(3);
     route.unmask();
     assert.equal(machine.device.injections(), 1, 'one assign that found a count; no assert of the device layer\'s own');
     assert.equal(route.event().readCount(), 0n, 'the stale count KVM leaves at an assign was cleared (ChipIrqFd.arm)');
     assert.equal(route.consumePending(), false, 'so it does not read as pending again');
-    await requestArrives(machine.vcpu, 0x62);
-    route.mask();
-    assert.deepEqual(takeRequests(machine.vcpu), [0x62]);
+    await arrivesOnceByMask(machine, route, 0x62);
     assert.deepEqual(takeRequests(machine.vcpu), []);
     assert.equal(machine.device.injections(), 1);
   });
 
   test('setMsi while masked reprograms the route but does not unmask; unmask delivers at the new message only', async () => {
-    using machine = lapicMachine();
-    const route = machine.manager.newIrqFdRoute();
-    route.setMsi(...fixedMsi(0, 0x63));
+    using machine = routeMachine(0x63);
+    const { route } = machine;
     route.mask();
     route.setMsi(...fixedMsi(0, 0x64));
-    assert.deepEqual(routesOf(machine, route.gsi), [{ gsi: route.gsi, source: { kind: 'msi', address: fixedMsi(0, 0x64)[0], data: 0x64 } }]);
+    assert.deepEqual(routesOf(machine, route.gsi), [msiIrqRoute(route.gsi, ...fixedMsi(0, 0x64))]);
     route.event().signal();
     assert.deepEqual(takeRequests(machine.vcpu), [], 'still masked');
     route.unmask();
-    await requestArrives(machine.vcpu, 0x64);
-    route.mask();
-    assert.deepEqual(takeRequests(machine.vcpu), [0x64]);
+    await arrivesOnceByMask(machine, route, 0x64);
     assert.equal(machine.device.injections(), 1);
   });
 
   test('clearMsi removes the route and disarms; signals wait; the next setMsi injects them once at the new message', async () => {
-    using machine = lapicMachine();
-    const route = machine.manager.newIrqFdRoute();
-    route.setMsi(...fixedMsi(0, 0x65));
+    using machine = routeMachine(0x65);
+    const { route } = machine;
     route.clearMsi();
     assert.deepEqual(routesOf(machine, route.gsi), []);
     route.event().signal();
     assert.deepEqual(takeRequests(machine.vcpu), []);
     route.setMsi(...fixedMsi(0, 0x66));
-    await requestArrives(machine.vcpu, 0x66);
-    route.mask();
-    assert.deepEqual(takeRequests(machine.vcpu), [0x66]);
+    await arrivesOnceByMask(machine, route, 0x66);
     assert.equal(machine.device.injections(), 1);
   });
 
@@ -133,9 +137,8 @@ describe('IrqFdRoute on KvmKernelIrqChip: an irqfd on an MSI route', { skip }, (
   });
 
   test('a caller\'s bad setMsi is refused with EINVAL and the route KVM has is unchanged', () => {
-    using machine = lapicMachine();
-    const route = machine.manager.newIrqFdRoute();
-    route.setMsi(...fixedMsi(0, 0x68));
+    using machine = routeMachine(0x68);
+    const { route } = machine;
     const before = machine.chip.routes();
     assertIrqChipError(() => {
       route.setMsi(fixedMsi(0, 0x69)[0], 2 ** 32);
@@ -222,7 +225,7 @@ describe('MSI-X through MsixCapability on KvmKernelIrqChip', { skip }, () => {
     assert.deepEqual(takeRequests(machine.vcpu), [0x7e]);
     const gsi = machine.group.gsiOf(3);
     assert.ok(gsi !== undefined);
-    assert.deepEqual(routesOf(machine, gsi), [{ gsi, source: { kind: 'msi', address: fixedMsi(0, 0x7e)[0], data: 0x7e } }]);
+    assert.deepEqual(routesOf(machine, gsi), [msiIrqRoute(gsi, ...fixedMsi(0, 0x7e))]);
     assert.equal(machine.device.injections(), 1);
   });
 });

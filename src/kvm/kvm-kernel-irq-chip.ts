@@ -35,7 +35,6 @@
  */
 
 import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
-import { highHalf, lowHalf } from '../base/integers.ts';
 import { acquireLock, allocateStateWords, LOCK_WORDS, releaseLock } from '../base/shared-state.ts';
 import type { Bus } from '../chip/bus.ts';
 import type { IrqAllocator } from '../chip/irq-allocator.ts';
@@ -44,26 +43,12 @@ import type { IrqChipCap, IrqEventIndex, IrqEventSource, MPState, VcpuRunState }
 import type { Vcpu } from '../chip/vcpu.ts';
 import type { Event } from '../event/event.ts';
 import type { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
-import { defaultIrqRoutes, kvmIrqchipId, validateRoute, type IrqRoute } from '../routing/irq-route.ts';
+import { defaultIrqRoutes, validateRoute, type IrqRoute } from '../routing/irq-route.ts';
 import { decodeRouteWords, encodeRouteWords, routeWordCount } from '../routing/shared-routing-table.ts';
-import {
-  KVM_IOAPIC_NUM_PINS,
-  KVM_IRQFD_BYTES,
-  KVM_IRQFD_FLAG_DEASSIGN,
-  KVM_IRQFD_FLAG_RESAMPLE,
-  KVM_IRQ_ROUTING_ENTRY_BYTES,
-  KVM_IRQ_ROUTING_ENTRY_UNION,
-  KVM_IRQ_ROUTING_HEADER_BYTES,
-  KVM_IRQ_ROUTING_IRQCHIP,
-  KVM_IRQ_ROUTING_MSI,
-  KVM_MAX_IRQ_ROUTES,
-  KVM_PIT_CONFIG_BYTES,
-  KVM_PIT_SPEAKER_DUMMY,
-  KvmCap,
-  KvmIoctl,
-} from './kvm-abi.ts';
-import { KvmMsiSender } from './kvm-msi-sender.ts';
-import { KvmVcpu } from './kvm-vcpu.ts';
+import { KVM_IOAPIC_NUM_PINS, KVM_MAX_IRQ_ROUTES, KVM_PIT_CONFIG_BYTES, KVM_PIT_SPEAKER_DUMMY, KvmIoctl } from './kvm-abi.ts';
+import { KvmChipHandles, checkKvmChipRequirements } from './kvm-chip-handles.ts';
+import { encodeKvmRouting } from './kvm-gsi-routing.ts';
+import { irqfdEvent } from './kvm-irqfd.ts';
 import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
 import { OsEvent } from './os-event.ts';
 
@@ -79,19 +64,15 @@ export interface KvmKernelIrqChipDescriptor {
   readonly routeWords: SharedArrayBuffer;
 }
 
+const CHIP_NAME = 'KvmKernelIrqChip';
 const ROUTES_AT = LOCK_WORDS;
 
 /** What the chip objects of one thread share: clones share all of it; views on other threads only the VM and the route words. */
 interface ChipParts {
-  readonly vm: KvmVm;
-  readonly vcpuCount: number;
+  readonly kvm: KvmChipHandles;
   readonly routeWords: Int32Array;
-  readonly vcpus: Map<number, KvmVcpu>;
-  readonly tscDeadlineTimer: boolean;
-  /** Scratch structs, reused: one thread uses them at a time. */
-  readonly irqfd: DataView;
+  /** Scratch struct kvm_irq_level, reused: one thread uses it at a time. */
   readonly irqLevel: Int32Array;
-  readonly msiSender: KvmMsiSender;
 }
 
 export class KvmKernelIrqChip implements IrqChip {
@@ -105,17 +86,7 @@ export class KvmKernelIrqChip implements IrqChip {
    * any vCPU: KVM refuses an irqchip once a vCPU exists (EINVAL), and refuses a second one (EEXIST).
    */
   static create(vm: KvmVm, options: KvmKernelIrqChipOptions): KvmKernelIrqChip {
-    checkRange(options.vcpuCount, 1, Math.max(1, vm.checkExtension(KvmCap.MAX_VCPUS)), 'vCPU count');
-    for (const [cap, name] of [
-      [KvmCap.IRQCHIP, 'KVM_CAP_IRQCHIP'],
-      [KvmCap.IRQFD, 'KVM_CAP_IRQFD'],
-      [KvmCap.IRQFD_RESAMPLE, 'KVM_CAP_IRQFD_RESAMPLE'],
-      [KvmCap.IRQ_INJECT_STATUS, 'KVM_CAP_IRQ_INJECT_STATUS'],
-      [KvmCap.PIT2, 'KVM_CAP_PIT2'],
-      [KvmCap.SIGNAL_MSI, 'KVM_CAP_SIGNAL_MSI'],
-    ] as const) {
-      if (vm.checkExtension(cap) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks ${name}`);
-    }
+    checkKvmChipRequirements(vm, options.vcpuCount, ['IRQCHIP', 'IRQFD', 'IRQFD_RESAMPLE', 'IRQ_INJECT_STATUS', 'PIT2', 'SIGNAL_MSI']);
     vm.ioctl(KvmIoctl.CREATE_IRQCHIP, 0, 'KVM_CREATE_IRQCHIP (create the chip before any vCPU)');
     const pitConfig = new Uint32Array(KVM_PIT_CONFIG_BYTES / Uint32Array.BYTES_PER_ELEMENT);
     pitConfig[0] = KVM_PIT_SPEAKER_DUMMY;
@@ -137,21 +108,12 @@ export class KvmKernelIrqChip implements IrqChip {
   }
 
   private static build(vm: KvmVm, vcpuCount: number, routeWords: Int32Array): KvmKernelIrqChip {
-    return new KvmKernelIrqChip({
-      vm,
-      vcpuCount,
-      routeWords,
-      vcpus: new Map(),
-      tscDeadlineTimer: vm.checkExtension(KvmCap.TSC_DEADLINE_TIMER) !== 0,
-      irqfd: new DataView(new ArrayBuffer(KVM_IRQFD_BYTES)),
-      irqLevel: new Int32Array(2),
-      msiSender: new KvmMsiSender(vm),
-    });
+    return new KvmKernelIrqChip({ kvm: new KvmChipHandles(vm, CHIP_NAME, vcpuCount), routeWords, irqLevel: new Int32Array(2) });
   }
 
   descriptor(): KvmKernelIrqChipDescriptor {
-    const { vm, vcpuCount, routeWords } = this.parts;
-    return { kind: 'kvm-kernel-irq-chip', vm: vm.descriptor(), vcpuCount, routeWords: routeWords.buffer as SharedArrayBuffer };
+    const { kvm, routeWords } = this.parts;
+    return { kind: 'kvm-kernel-irq-chip', vm: kvm.vm.descriptor(), vcpuCount: kvm.vcpus.count, routeWords: routeWords.buffer as SharedArrayBuffer };
   }
 
   /** The routes KVM has (or, before the first change, the default it installed itself). */
@@ -160,30 +122,27 @@ export class KvmKernelIrqChip implements IrqChip {
   }
 
   addVcpu(vcpuId: number, vcpu: Vcpu): void {
-    this.checkVcpuId(vcpuId);
-    if (!(vcpu instanceof KvmVcpu)) throw new IrqChipError(ErrorCode.EINVAL, 'KvmKernelIrqChip takes KvmVcpu vCPUs (its MP state is a KVM vCPU ioctl)');
-    if (vcpu.id !== vcpuId) throw new IrqChipError(ErrorCode.EINVAL, `vCPU ${vcpu.id} added as vCPU ${vcpuId}`);
-    this.parts.vcpus.set(vcpuId, vcpu);
+    this.parts.kvm.vcpus.add(vcpuId, vcpu);
   }
 
   // --- events: irqfds -------------------------------------------------------------------------
 
   registerEdgeIrqEvent(irq: number, event: IrqEdgeEvent, _source: IrqEventSource): undefined {
-    this.assignIrqfd(irq, osEvent(event.getTrigger(), 'trigger'), undefined);
+    this.parts.kvm.irqfds.assign(irq, irqfdEvent(event.getTrigger(), 'trigger', CHIP_NAME), undefined);
     return undefined;
   }
 
   unregisterEdgeIrqEvent(irq: number, event: IrqEdgeEvent): void {
-    this.deassignIrqfd(irq, event.getTrigger());
+    this.parts.kvm.irqfds.deassign(irq, event.getTrigger());
   }
 
   registerLevelIrqEvent(irq: number, event: IrqLevelEvent, _source: IrqEventSource): undefined {
-    this.assignIrqfd(irq, osEvent(event.getTrigger(), 'trigger'), osEvent(event.getResample(), 'resample'));
+    this.parts.kvm.irqfds.assign(irq, irqfdEvent(event.getTrigger(), 'trigger', CHIP_NAME), irqfdEvent(event.getResample(), 'resample', CHIP_NAME));
     return undefined;
   }
 
   unregisterLevelIrqEvent(irq: number, event: IrqLevelEvent): void {
-    this.deassignIrqfd(irq, event.getTrigger());
+    this.parts.kvm.irqfds.deassign(irq, event.getTrigger());
   }
 
   /**
@@ -219,10 +178,10 @@ export class KvmKernelIrqChip implements IrqChip {
   serviceIrq(irq: number, level: boolean): number {
     checkRange(irq, 0, KVM_MAX_IRQ_ROUTES - 1, 'GSI');
     if (typeof level !== 'boolean') throw new IrqChipError(ErrorCode.EINVAL, 'level must be a boolean');
-    const { vm, irqLevel } = this.parts;
+    const { kvm, irqLevel } = this.parts;
     irqLevel[0] = irq;
     irqLevel[1] = level ? 1 : 0;
-    vm.ioctl(KvmIoctl.IRQ_LINE_STATUS, irqLevel, 'KVM_IRQ_LINE_STATUS');
+    kvm.vm.ioctl(KvmIoctl.IRQ_LINE_STATUS, irqLevel, 'KVM_IRQ_LINE_STATUS');
     return irqLevel[0];
   }
 
@@ -233,7 +192,7 @@ export class KvmKernelIrqChip implements IrqChip {
    * APICs accepted it, 0 none did, -1 it reached none (`KvmMsiSender`).
    */
   signalMsi(address: bigint, data: number): number {
-    return this.parts.msiSender.send(address, data);
+    return this.parts.kvm.msiSender.send(address, data);
   }
 
   /** Never called for this chip (it hands out no tokens); reported, and otherwise ignored, as crosvm does. */
@@ -277,11 +236,11 @@ export class KvmKernelIrqChip implements IrqChip {
   }
 
   getMpState(vcpuId: number): MPState {
-    return this.addedVcpu(vcpuId).getMpState();
+    return this.parts.kvm.vcpus.get(vcpuId).getMpState();
   }
 
   setMpState(vcpuId: number, state: MPState): void {
-    this.addedVcpu(vcpuId).setMpState(state);
+    this.parts.kvm.vcpus.get(vcpuId).setMpState(state);
   }
 
   /** Shares everything with this chip, on this thread. */
@@ -294,99 +253,22 @@ export class KvmKernelIrqChip implements IrqChip {
   }
 
   checkCapability(cap: IrqChipCap): boolean {
-    switch (cap) {
-      case 'tsc-deadline-timer':
-        return this.parts.tscDeadlineTimer;
-      case 'x2apic':
-      case 'mp-state-get-set':
-        return true;
-    }
+    return this.parts.kvm.hasCapability(cap);
   }
 
   // --- helpers ------------------------------------------------------------------------------------
 
-  private checkVcpuId(vcpuId: number): void {
-    if (!Number.isInteger(vcpuId) || vcpuId < 0 || vcpuId >= this.parts.vcpuCount) {
-      throw new IrqChipError(ErrorCode.ENOENT, `no vCPU ${String(vcpuId)} in a chip of ${this.parts.vcpuCount}`);
-    }
-  }
-
-  private addedVcpu(vcpuId: number): KvmVcpu {
-    this.checkVcpuId(vcpuId);
-    const vcpu = this.parts.vcpus.get(vcpuId);
-    if (vcpu === undefined) throw new IrqChipError(ErrorCode.ENOENT, `vCPU ${vcpuId} was not added to this chip on this thread`);
-    return vcpu;
-  }
-
-  private assignIrqfd(gsi: number, trigger: OsEvent, resample: OsEvent | undefined): void {
-    checkRange(gsi, 0, KVM_MAX_IRQ_ROUTES - 1, 'GSI');
-    const operation = resample === undefined ? 'KVM_IRQFD' : 'KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE';
-    this.irqfd(trigger.fd, gsi, resample === undefined ? 0 : KVM_IRQFD_FLAG_RESAMPLE, resample?.fd ?? 0, operation);
-  }
-
-  /**
-   * KVM finds the irqfd by its eventfd and GSI, so a clone of the registered event (another fd on
-   * the same eventfd) unregisters it too. A memory event can never have been registered: nothing
-   * to do.
-   */
-  private deassignIrqfd(gsi: number, trigger: Event): void {
-    checkRange(gsi, 0, KVM_MAX_IRQ_ROUTES - 1, 'GSI');
-    if (!(trigger instanceof OsEvent)) return;
-    this.irqfd(trigger.fd, gsi, KVM_IRQFD_FLAG_DEASSIGN, 0, 'KVM_IRQFD deassign');
-  }
-
-  private irqfd(fd: number, gsi: number, flags: number, resampleFd: number, operation: string): void {
-    const { irqfd, vm } = this.parts;
-    irqfd.setUint32(0, fd, true);
-    irqfd.setUint32(4, gsi, true);
-    irqfd.setUint32(8, flags, true);
-    irqfd.setUint32(12, resampleFd, true);
-    vm.ioctl(KvmIoctl.IRQFD, irqfd, operation);
-  }
-
   /** Under the route lock: computes the new table from the current one, pushes it, and records it if KVM took it. */
   private changeRoutes(change: (current: readonly IrqRoute[]) => IrqRoute[]): void {
-    const { routeWords, vm } = this.parts;
+    const { routeWords, kvm } = this.parts;
     acquireLock(routeWords);
     try {
       const routes = change(decodeRouteWords(routeWords, ROUTES_AT));
       if (routes.length > KVM_MAX_IRQ_ROUTES) throw new IrqChipError(ErrorCode.ENOSPC, `KVM takes at most ${KVM_MAX_IRQ_ROUTES} routes`);
-      vm.ioctl(KvmIoctl.SET_GSI_ROUTING, encodeKvmRouting(routes), 'KVM_SET_GSI_ROUTING');
+      kvm.vm.ioctl(KvmIoctl.SET_GSI_ROUTING, encodeKvmRouting(routes), 'KVM_SET_GSI_ROUTING');
       encodeRouteWords(routes, routeWords, ROUTES_AT);
     } finally {
       releaseLock(routeWords);
     }
   }
-}
-
-/** The OS event behind a device's event, or EBADF: KVM reads and writes irqfds itself. */
-function osEvent(event: Event, role: 'trigger' | 'resample'): OsEvent {
-  if (event instanceof OsEvent) return event;
-  throw new IrqChipError(
-    ErrorCode.EBADF,
-    `KvmKernelIrqChip needs an eventfd as the ${role} event (OsEvent from irqchip/kvm, or the chip's createIrqEvent()): KVM signals and reads it in the kernel, and a memory event has no file descriptor`,
-  );
-}
-
-/** struct kvm_irq_routing with its entries (layout in kvm-abi.ts). */
-function encodeKvmRouting(routes: readonly IrqRoute[]): DataView {
-  const bytes = new DataView(new ArrayBuffer(KVM_IRQ_ROUTING_HEADER_BYTES + routes.length * KVM_IRQ_ROUTING_ENTRY_BYTES));
-  bytes.setUint32(0, routes.length, true);
-  routes.forEach((route, index) => {
-    const entry = KVM_IRQ_ROUTING_HEADER_BYTES + index * KVM_IRQ_ROUTING_ENTRY_BYTES;
-    const union = entry + KVM_IRQ_ROUTING_ENTRY_UNION;
-    bytes.setUint32(entry, route.gsi, true);
-    const { source } = route;
-    if (source.kind === 'msi') {
-      bytes.setUint32(entry + 4, KVM_IRQ_ROUTING_MSI, true);
-      bytes.setUint32(union, lowHalf(source.address), true);
-      bytes.setUint32(union + 4, highHalf(source.address), true);
-      bytes.setUint32(union + 8, source.data, true);
-    } else {
-      bytes.setUint32(entry + 4, KVM_IRQ_ROUTING_IRQCHIP, true);
-      bytes.setUint32(union, kvmIrqchipId(source.chip), true);
-      bytes.setUint32(union + 4, source.pin, true);
-    }
-  });
-  return bytes;
 }

@@ -7,6 +7,7 @@
 
 import { joinHalves } from '../base/integers.ts';
 import { IrqAllocator } from '../chip/irq-allocator.ts';
+import type { IrqChip } from '../chip/irq-chip.ts';
 import type { DeviceInterruptChip } from '../device/device-chip.ts';
 import { msiTo } from '../device/device-test-support.ts';
 import { InterruptManager } from '../device/interrupt-manager.ts';
@@ -28,40 +29,34 @@ const REDIRECTION_ENTRY_BYTES = 8;
 
 export const TEST_DEVICE = { id: 7, name: 'kvm-device-test' } as const;
 
-/**
- * A VM with KVM's irqchip, vCPU 0 (APIC ID 0) with its LAPIC software-enabled, and an interrupt
- * manager for one device. `device` is the chip as the device layer uses it, counting injections
- * (`countInjections`). Dispose it to close the vCPU and the VM.
- */
-export interface LapicMachine extends Disposable {
+/** A VM with a KVM chip and vCPU 0 (APIC ID 0), which never runs. Dispose it to close the vCPU and the VM. */
+export interface NeverRunMachine<Chip extends IrqChip> extends Disposable {
   readonly vm: KvmVm;
-  readonly chip: KvmKernelIrqChip;
+  readonly chip: Chip;
   readonly vcpu: KvmVcpu;
-  readonly allocator: IrqAllocator;
-  readonly device: InjectionCountingChip;
-  readonly manager: InterruptManager;
 }
 
-export function lapicMachine(options: { readonly softwareEnabled?: boolean } = {}): LapicMachine {
+export interface NeverRunMachineOptions {
+  /** Software-enable vCPU 0's LAPIC (SVR bit 8), so that it accepts interrupts; default true. */
+  readonly softwareEnabled?: boolean;
+  /** Add vCPU 0 to the chip on this thread; default false. */
+  readonly addVcpu?: boolean;
+}
+
+/** Creates the VM, the chip (`createChip`, before any vCPU, as KVM requires) and vCPU 0; closes what it made if a step throws. */
+export function neverRunMachine<Chip extends IrqChip>(createChip: (vm: KvmVm) => Chip, options: NeverRunMachineOptions = {}): NeverRunMachine<Chip> {
   const vm = KvmVm.create({ memoryBytes: GUEST_MEMORY_BYTES });
   let vcpu: KvmVcpu | undefined;
   try {
-    const chip = KvmKernelIrqChip.create(vm, { vcpuCount: 1 });
+    const chip = createChip(vm);
     vcpu = KvmVcpu.create(vm, 0);
+    if (options.addVcpu === true) chip.addVcpu(0, vcpu);
     if (options.softwareEnabled ?? true) setSpuriousVector(vcpu, SVR_APIC_ENABLED | SVR_VECTOR_MASK);
-    // As after finalizeDevices: every GSI handed out is past the IOAPIC's pins.
-    const allocator = new IrqAllocator();
-    allocator.advanceTo(IOAPIC_PIN_COUNT);
-    const device = countInjections(chip);
-    const manager = new InterruptManager({ chip: device, gsis: allocator, device: TEST_DEVICE });
     const opened = vcpu;
     return {
       vm,
       chip,
       vcpu: opened,
-      allocator,
-      device,
-      manager,
       [Symbol.dispose]: () => {
         opened.close();
         vm.close();
@@ -70,6 +65,31 @@ export function lapicMachine(options: { readonly softwareEnabled?: boolean } = {
   } catch (error) {
     vcpu?.close();
     vm.close();
+    throw error;
+  }
+}
+
+/**
+ * A never-run machine with KVM's whole irqchip and an interrupt manager for one device. `device`
+ * is the chip as the device layer uses it, counting injections (`countInjections`).
+ */
+export interface LapicMachine extends NeverRunMachine<KvmKernelIrqChip> {
+  readonly allocator: IrqAllocator;
+  readonly device: InjectionCountingChip;
+  readonly manager: InterruptManager;
+}
+
+export function lapicMachine(options: { readonly softwareEnabled?: boolean } = {}): LapicMachine {
+  const machine = neverRunMachine((vm) => KvmKernelIrqChip.create(vm, { vcpuCount: 1 }), options);
+  try {
+    // As after finalizeDevices: every GSI handed out is past the IOAPIC's pins.
+    const allocator = new IrqAllocator();
+    allocator.advanceTo(IOAPIC_PIN_COUNT);
+    const device = countInjections(machine.chip);
+    const manager = new InterruptManager({ chip: device, gsis: allocator, device: TEST_DEVICE });
+    return Object.assign(machine, { allocator, device, manager });
+  } catch (error) {
+    machine[Symbol.dispose]();
     throw error;
   }
 }

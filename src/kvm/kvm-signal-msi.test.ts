@@ -6,12 +6,14 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { msiTo } from '../device/device-test-support.ts';
 import { IrqEdgeEvent } from '../event/irq-event.ts';
 import { msiIrqRoute } from '../routing/irq-route.ts';
 import { assertIrqChipError } from '../testing/irq-chip-error.ts';
 import { XAPIC_BROADCAST } from '../x86/interrupt-message.ts';
 import { APIC_BASE_DEFAULT_ADDRESS, SVR_APIC_ENABLED, SVR_VECTOR_MASK } from '../x86/lapic/apic-registers.ts';
 import { KvmKernelIrqChip } from './kvm-kernel-irq-chip.ts';
+import { KvmMsiSender } from './kvm-msi-sender.ts';
 import { fixedMsi, lapicMachine, requestArrives, requestedVectors, setSpuriousVector, takeRequests } from './kvm-lapic-test-support.ts';
 import { IRQ_SOURCE, kvmSkipReason } from './kvm-test-support.ts';
 import { OsEvent } from './os-event.ts';
@@ -75,6 +77,24 @@ describe('KvmKernelIrqChip.signalMsi: KVM_SIGNAL_MSI', { skip }, () => {
     const view = KvmKernelIrqChip.fromDescriptor(structuredClone(machine.chip.descriptor()));
     assert.equal(view.signalMsi(...fixedMsi(0, 0x48)), 1);
     assert.deepEqual(takeRequests(machine.vcpu), [0x48]);
+  });
+});
+
+describe('KvmMsiSender.sendHalves: the same message with the address as two u32 halves', { skip }, () => {
+  test('it delivers as send does, with KVM\'s answers (1 accepted, 0 no APIC with that ID); a bad half or data is EINVAL and nothing is sent', () => {
+    using machine = lapicMachine();
+    const sender = new KvmMsiSender(machine.vm);
+    const { addressLow, addressHigh, data } = msiTo(0, 0x49);
+    assert.equal(sender.sendHalves(addressLow, addressHigh, data), 1);
+    assert.deepEqual(takeRequests(machine.vcpu), [0x49]);
+    const absent = msiTo(ABSENT_APIC_ID, 0x4a);
+    assert.equal(sender.sendHalves(absent.addressLow, absent.addressHigh, absent.data), 0);
+    for (const bad of [-1, 2 ** 32, 0.5, Number.NaN, 0n as unknown as number]) {
+      assertIrqChipError(() => sender.sendHalves(bad, addressHigh, data), 'EINVAL');
+      assertIrqChipError(() => sender.sendHalves(addressLow, bad, data), 'EINVAL');
+      assertIrqChipError(() => sender.sendHalves(addressLow, addressHigh, bad), 'EINVAL');
+    }
+    assert.deepEqual(requestedVectors(machine.vcpu), []);
   });
 });
 

@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../chip/bus.ts';
 import { IrqAllocator } from '../chip/irq-allocator.ts';
+import type { IrqEventIndex } from '../chip/types.ts';
 import type { Vcpu } from '../chip/vcpu.ts';
 import { Event } from '../event/event.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
@@ -16,14 +17,14 @@ import { IrqSourceChip, ioapicIrqRoute, msiIrqRoute, picIrqRoute } from '../rout
 import { assertIrqChipError } from '../testing/irq-chip-error.ts';
 import { IOAPIC_DEFAULT_BASE_ADDRESS, IOAPIC_PIN_COUNT, IoapicMmioOffset } from '../x86/ioapic/ioapic.ts';
 import { entryHigh, entryLow, writeEntry, writeEntryLow } from '../x86/ioapic/test-support.ts';
-import { APIC_BASE_DEFAULT_ADDRESS, SVR_APIC_ENABLED, SVR_VECTOR_MASK } from '../x86/lapic/apic-registers.ts';
+import { APIC_BASE_DEFAULT_ADDRESS, SVR_VECTOR_MASK } from '../x86/lapic/apic-registers.ts';
 import { initialisePicPair } from '../x86/pic/pic-init.ts';
 import { PicChip, PicPort } from '../x86/pic/pic.ts';
 import { addon } from './addon.ts';
 import { KvmExit, KvmIoctl } from './kvm-abi.ts';
 import { KvmIrqfds } from './kvm-irqfd.ts';
 import { KvmLapicState } from './kvm-lapic-state.ts';
-import { fixedMsi, requestArrives, requestedVectors, setSpuriousVector, takeRequests } from './kvm-lapic-test-support.ts';
+import { fixedMsi, neverRunMachine, requestArrives, requestedVectors, setSpuriousVector, takeRequests, type NeverRunMachine } from './kvm-lapic-test-support.ts';
 import { KvmSplitIrqChip } from './kvm-split-irq-chip.ts';
 import { IRQ_SOURCE, kvmSkipReason } from './kvm-test-support.ts';
 import { KvmVcpu } from './kvm-vcpu.ts';
@@ -43,38 +44,30 @@ const RFLAGS_IF = 0x202n;
 /** Data bits 15 (level trigger) and 14 (assert) of a level MSI (SDM §11.11.2). */
 const MSI_DATA_LEVEL_ASSERT = 0xc000;
 
-interface SplitMachine extends Disposable {
-  readonly vm: KvmVm;
-  readonly chip: KvmSplitIrqChip;
-  /** vCPU 0, added to the chip on this thread, LAPIC software-enabled, never run. */
-  readonly vcpu: KvmVcpu;
-}
+/** vCPU 0 is added to the chip on this thread, its LAPIC software-enabled, never run. */
+type SplitMachine = NeverRunMachine<KvmSplitIrqChip>;
 
 function splitMachine(vcpuCount = 1): SplitMachine {
-  const vm = KvmVm.create({ memoryBytes: MEMORY_BYTES });
-  try {
-    const chip = KvmSplitIrqChip.create(vm, { vcpuCount });
-    const vcpu = KvmVcpu.create(vm, 0);
-    chip.addVcpu(0, vcpu);
-    setSpuriousVector(vcpu, SVR_APIC_ENABLED | SVR_VECTOR_MASK);
-    return {
-      vm,
-      chip,
-      vcpu,
-      [Symbol.dispose]: () => {
-        vcpu.close();
-        vm.close();
-      },
-    };
-  } catch (error) {
-    vm.close();
-    throw error;
-  }
+  return neverRunMachine((vm) => KvmSplitIrqChip.create(vm, { vcpuCount }), { addVcpu: true });
 }
 
 /** Fixed delivery of `vector` to APIC 0, physical; edge unless `level`. */
 function program(machine: SplitMachine, pin: number, fields: { vector: number; level?: boolean; masked?: boolean }): void {
   writeEntry(machine.chip.ioapic, pin, entryLow(fields), entryHigh(0));
+}
+
+/** An edge event on `gsi` that the chip services itself (not an irqfd), and its index. */
+function chipServicedEdgeEvent(chip: KvmSplitIrqChip, gsi: number): { event: IrqEdgeEvent; index: IrqEventIndex } {
+  const event = new IrqEdgeEvent();
+  const index = chip.registerEdgeIrqEvent(gsi, event, IRQ_SOURCE);
+  assert.ok(index !== undefined, `an event on GSI ${gsi} is the chip's to service`);
+  return { event, index };
+}
+
+/** A device's signal on `event`, then the service thread's `serviceIrqEvent` on `chip` (the owner or a view). */
+function signalAndService(chip: KvmSplitIrqChip, event: IrqEdgeEvent | IrqLevelEvent, index: IrqEventIndex): void {
+  event.trigger();
+  chip.serviceIrqEvent(index);
 }
 
 /** KVM's routing entry on `gsi` as the chip last pushed it. */
@@ -115,19 +108,15 @@ describe('KvmSplitIrqChip: the IOAPIC delivers into KVM local APICs', { skip }, 
     using machine = splitMachine();
     const { chip, vcpu } = machine;
     program(machine, 5, { vector: 0x35 });
-    const event = new IrqEdgeEvent();
-    const index = chip.registerEdgeIrqEvent(5, event, IRQ_SOURCE);
-    assert.ok(index !== undefined, 'an event on an IOAPIC GSI is the chip’s to service');
+    const { event, index } = chipServicedEdgeEvent(chip, 5);
     for (let round = 0; round < 3; round++) {
-      event.trigger();
-      chip.serviceIrqEvent(index);
+      signalAndService(chip, event, index);
       const state = KvmLapicState.read(vcpu);
       assert.deepEqual(takeRequests(vcpu), [0x35], `signal ${round + 1} reached KVM's LAPIC`);
       assert.equal(state.tmr(0x35), false, 'edge: TMR clear');
     }
     program(machine, 5, { vector: 0x35, masked: true });
-    event.trigger();
-    chip.serviceIrqEvent(index);
+    signalAndService(chip, event, index);
     assert.deepEqual(requestedVectors(vcpu), [], 'a masked edge entry delivers nothing');
     assert.equal(chip.ioapic.counters().messagesAccepted, 3);
     assert.equal(chip.ioapic.counters().droppedMaskedEdges, 1);
@@ -139,20 +128,17 @@ describe('KvmSplitIrqChip: the IOAPIC delivers into KVM local APICs', { skip }, 
     program(machine, 10, { vector: 0x3a, level: true });
     const level = new IrqLevelEvent();
     const index = chip.registerLevelIrqEvent(10, level, IRQ_SOURCE);
-    level.trigger();
-    chip.serviceIrqEvent(index);
+    signalAndService(chip, level, index);
     assert.equal(KvmLapicState.read(vcpu).tmr(0x3a), true, 'level: KVM set TMR');
     assert.deepEqual(takeRequests(vcpu), [0x3a]);
     assert.equal(chip.ioapic.remoteIrr(10), true);
-    level.trigger();
-    chip.serviceIrqEvent(index);
+    signalAndService(chip, level, index);
     assert.deepEqual(requestedVectors(vcpu), [], 'while remote IRR is set the assertion coalesces');
     chip.broadcastEoi(0x3a);
     assert.equal(chip.ioapic.remoteIrr(10), false, 'the EOI cleared remote IRR');
     assert.equal(level.getResample().tryRead(), 1n, 'one resample for the EOI');
     assert.deepEqual(requestedVectors(vcpu), [], 'a resampled line is lowered, not re-delivered');
-    level.trigger();
-    chip.serviceIrqEvent(index);
+    signalAndService(chip, level, index);
     assert.deepEqual(takeRequests(vcpu), [0x3a], 'the device re-asserted: delivered again');
     assert.equal(chip.counters().resamplesSignalled, 1);
   });
@@ -294,8 +280,7 @@ describe('KvmSplitIrqChip: MSI routes, irqfds and serviceIrq', { skip }, () => {
     assert.deepEqual(takeRequests(vcpu), [0x62]);
     const level = new IrqLevelEvent();
     const index = chip.registerLevelIrqEvent(40, level, IRQ_SOURCE);
-    level.trigger();
-    chip.serviceIrqEvent(index);
+    signalAndService(chip, level, index);
     assert.deepEqual(takeRequests(vcpu), [0x61]);
     assert.equal(chip.counters().msisSent, 2);
   });
@@ -305,11 +290,8 @@ describe('KvmSplitIrqChip: MSI routes, irqfds and serviceIrq', { skip }, () => {
     const { chip, vcpu } = machine;
     chip.setIrqRoutes([...chip.routes().filter((route) => route.gsi !== 20), msiIrqRoute(20, ...fixedMsi(0, 0x66))]);
     assert.deepEqual(kvmRouteOn(chip, 20), [msiIrqRoute(20, MSI_TO_APIC_0, 0)], 'KVM’s GSI 20 is still IOAPIC pin 20’s mirror');
-    const event = new IrqEdgeEvent();
-    const index = chip.registerEdgeIrqEvent(20, event, IRQ_SOURCE);
-    assert.ok(index !== undefined);
-    event.trigger();
-    chip.serviceIrqEvent(index);
+    const { event, index } = chipServicedEdgeEvent(chip, 20);
+    signalAndService(chip, event, index);
     assert.deepEqual(takeRequests(vcpu), [0x66]);
   });
 
@@ -414,11 +396,8 @@ describe('KvmSplitIrqChip: views, MP state, snapshots, misuse', { skip }, () => 
     const view = KvmSplitIrqChip.fromDescriptor(descriptor);
     try {
       program(machine, 4, { vector: 0x44 });
-      const event = new IrqEdgeEvent();
-      const index = chip.registerEdgeIrqEvent(4, event, IRQ_SOURCE);
-      assert.ok(index !== undefined);
-      event.trigger();
-      view.serviceIrqEvent(index);
+      const { event, index } = chipServicedEdgeEvent(chip, 4);
+      signalAndService(view, event, index);
       assert.deepEqual(takeRequests(vcpu), [0x44]);
       view.routeIrq(msiIrqRoute(50, ...fixedMsi(0, 0x70)));
       assert.deepEqual(kvmRouteOn(chip, 50), kvmRouteOn(view, 50));

@@ -37,7 +37,7 @@
  */
 
 import { HostClock, type Clock } from '../base/clock.ts';
-import { ErrorCode, IrqChipError, check, checkRange } from '../base/errors.ts';
+import { ErrorCode, IrqChipError, check } from '../base/errors.ts';
 import type { Bus } from '../chip/bus.ts';
 import { placeLegacyControllersOnBuses } from '../chip/chip-bus-devices.ts';
 import { decodeChipSnapshot, encodeChipSnapshot } from '../chip/chip-snapshot.ts';
@@ -53,9 +53,8 @@ import { IOAPIC_PIN_COUNT, IoapicVersion, type Ioapic } from '../x86/ioapic/ioap
 import type { PicPair } from '../x86/pic/pic.ts';
 import { addon } from './addon.ts';
 import { KvmCap } from './kvm-abi.ts';
-import { KvmChipVcpus } from './kvm-chip-vcpus.ts';
-import { KvmIrqfds, irqfdEvent } from './kvm-irqfd.ts';
-import { KvmMsiSender } from './kvm-msi-sender.ts';
+import { KvmChipHandles, checkKvmChipRequirements } from './kvm-chip-handles.ts';
+import { irqfdEvent } from './kvm-irqfd.ts';
 import { VcpuControlWord, allocateVcpuControl } from './kvm-vcpu.ts';
 import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
 import { OsEvent } from './os-event.ts';
@@ -93,14 +92,10 @@ export interface KvmSplitIrqChipDescriptor extends LegacyIrqCoreDescriptor {
 
 /** What one thread's chip objects share (clones share all of it). */
 interface ChipParts {
-  readonly vm: KvmVm;
+  readonly kvm: KvmChipHandles;
   readonly core: LegacyIrqCore;
   readonly kvmRoutes: SplitChipKvmRoutes;
-  readonly vcpus: KvmChipVcpus;
   readonly vcpuKicks: readonly Int32Array[];
-  readonly irqfds: KvmIrqfds;
-  readonly msiSender: KvmMsiSender;
-  readonly tscDeadlineTimer: boolean;
   /** vCPU 0's state on its thread (see `injectInterrupts`). */
   readonly picVcpu: { heldVector: number };
 }
@@ -114,15 +109,7 @@ export class KvmSplitIrqChip implements IrqChip {
    * (EEXIST, as for a VM that already has an irqchip).
    */
   static create(vm: KvmVm, options: KvmSplitIrqChipOptions): KvmSplitIrqChip {
-    checkRange(options.vcpuCount, 1, Math.max(1, vm.checkExtension(KvmCap.MAX_VCPUS)), 'vCPU count');
-    for (const [cap, name] of [
-      [KvmCap.SPLIT_IRQCHIP, 'KVM_CAP_SPLIT_IRQCHIP'],
-      [KvmCap.SIGNAL_MSI, 'KVM_CAP_SIGNAL_MSI'],
-      [KvmCap.IRQFD, 'KVM_CAP_IRQFD'],
-      [KvmCap.IMMEDIATE_EXIT, 'KVM_CAP_IMMEDIATE_EXIT'],
-    ] as const) {
-      if (vm.checkExtension(cap) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks ${name}`);
-    }
+    checkKvmChipRequirements(vm, options.vcpuCount, ['SPLIT_IRQCHIP', 'SIGNAL_MSI', 'IRQFD', 'IMMEDIATE_EXIT']);
     try {
       enableVmCapability(vm, KvmCap.SPLIT_IRQCHIP, BigInt(IOAPIC_PIN_COUNT), 'KVM_CAP_SPLIT_IRQCHIP');
     } catch (error) {
@@ -168,13 +155,13 @@ export class KvmSplitIrqChip implements IrqChip {
     makeCore: (wiring: LegacyIrqCoreWiring) => LegacyIrqCore,
     clock: Clock = new HostClock(),
   ): KvmSplitIrqChip {
-    const sender = new KvmMsiSender(vm);
-    const kvmRoutes = new SplitChipKvmRoutes(vm, kvmRouteWords, sender);
-    const vcpus = new KvmChipVcpus(CHIP_NAME, vcpuCount);
+    const kvm = new KvmChipHandles(vm, CHIP_NAME, vcpuCount);
+    const { msiSender, vcpus } = kvm;
+    const kvmRoutes = new SplitChipKvmRoutes(vm, kvmRouteWords, msiSender);
     const core = makeCore({
       clock,
       ioapicSink: kvmRoutes,
-      sendMsi: (address, data) => sender.send(address, data),
+      sendMsi: (address, data) => msiSender.send(address, data),
       onPicOutput: (level) => {
         // vCPU 0's own thread injects before its next KVM_RUN anyway; another thread must wake it.
         const control = vcpuKicks[PIC_VCPU];
@@ -182,17 +169,7 @@ export class KvmSplitIrqChip implements IrqChip {
       },
     });
     kvmRoutes.attach(core);
-    return new KvmSplitIrqChip({
-      vm,
-      core,
-      kvmRoutes,
-      vcpus,
-      vcpuKicks,
-      irqfds: new KvmIrqfds(vm),
-      msiSender: sender,
-      tscDeadlineTimer: vm.checkExtension(KvmCap.TSC_DEADLINE_TIMER) !== 0,
-      picVcpu: { heldVector: NO_VECTOR },
-    });
+    return new KvmSplitIrqChip({ kvm, core, kvmRoutes, vcpuKicks, picVcpu: { heldVector: NO_VECTOR } });
   }
 
   /**
@@ -203,8 +180,8 @@ export class KvmSplitIrqChip implements IrqChip {
     const { parts } = this;
     return {
       kind: 'kvm-split-irq-chip',
-      vm: parts.vm.descriptor(),
-      vcpuCount: parts.vcpus.count,
+      vm: parts.kvm.vm.descriptor(),
+      vcpuCount: parts.kvm.vcpus.count,
       ...parts.core.viewDescriptor(),
       kvmRoutes: parts.kvmRoutes.sharedWords(),
       vcpuKicks: parts.vcpuKicks.map((control) => control.buffer as SharedArrayBuffer),
@@ -216,7 +193,7 @@ export class KvmSplitIrqChip implements IrqChip {
   // -------------------------------------------------------------------------------------------
 
   get vcpuCount(): number {
-    return this.parts.vcpus.count;
+    return this.parts.kvm.vcpus.count;
   }
 
   get pic(): PicPair {
@@ -261,7 +238,7 @@ export class KvmSplitIrqChip implements IrqChip {
    * calling thread as the vCPU's for kicks. Call it on the vCPU's own thread.
    */
   addVcpu(vcpuId: number, vcpu: Vcpu): void {
-    this.parts.vcpus.add(vcpuId, vcpu);
+    this.parts.kvm.vcpus.add(vcpuId, vcpu);
     const control = this.parts.vcpuKicks[vcpuId];
     if (control !== undefined) Atomics.store(control, VcpuControlWord.ThreadId, addon.threadId());
   }
@@ -277,7 +254,7 @@ export class KvmSplitIrqChip implements IrqChip {
    * over at a later call, so it is not lost.
    */
   injectInterrupts(vcpu: Vcpu): void {
-    this.parts.vcpus.checkId(vcpu.id);
+    this.parts.kvm.vcpus.checkId(vcpu.id);
     if (vcpu.id !== PIC_VCPU) return;
     const { core, picVcpu } = this.parts;
     if (vcpu.readyForInterrupt()) {
@@ -295,7 +272,7 @@ export class KvmSplitIrqChip implements IrqChip {
 
   /** A halted vCPU sleeps inside KVM_RUN (the in-kernel LAPIC takes HLT): nothing to do. */
   halted(vcpuId: number): void {
-    this.parts.vcpus.checkId(vcpuId);
+    this.parts.kvm.vcpus.checkId(vcpuId);
   }
 
   waitUntilRunnable(_vcpu: Vcpu): VcpuRunState {
@@ -311,11 +288,11 @@ export class KvmSplitIrqChip implements IrqChip {
   }
 
   getMpState(vcpuId: number): MPState {
-    return this.parts.vcpus.get(vcpuId).getMpState();
+    return this.parts.kvm.vcpus.get(vcpuId).getMpState();
   }
 
   setMpState(vcpuId: number, state: MPState): void {
-    this.parts.vcpus.get(vcpuId).setMpState(state);
+    this.parts.kvm.vcpus.get(vcpuId).setMpState(state);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -325,7 +302,7 @@ export class KvmSplitIrqChip implements IrqChip {
   registerEdgeIrqEvent(irq: number, event: IrqEdgeEvent, source: IrqEventSource): IrqEventIndex | undefined {
     checkGsi(irq);
     if (isKvmGsi(irq)) {
-      this.parts.irqfds.assign(irq, irqfdEvent(event.getTrigger(), 'trigger', CHIP_NAME), undefined);
+      this.parts.kvm.irqfds.assign(irq, irqfdEvent(event.getTrigger(), 'trigger', CHIP_NAME), undefined);
       return undefined;
     }
     return this.parts.core.registerEvent(irq, event.getTrigger(), undefined, source);
@@ -333,7 +310,7 @@ export class KvmSplitIrqChip implements IrqChip {
 
   unregisterEdgeIrqEvent(irq: number, event: IrqEdgeEvent): void {
     checkGsi(irq);
-    if (isKvmGsi(irq)) this.parts.irqfds.deassign(irq, event.getTrigger());
+    if (isKvmGsi(irq)) this.parts.kvm.irqfds.deassign(irq, event.getTrigger());
     else this.parts.core.unregisterEvent(irq, event.getTrigger());
   }
 
@@ -373,7 +350,7 @@ export class KvmSplitIrqChip implements IrqChip {
    * Returns KVM's answer: > 0 local APICs accepted it, 0 none did, -1 it reached none (`KvmMsiSender`).
    */
   signalMsi(address: bigint, data: number): number {
-    return this.parts.msiSender.send(address, data);
+    return this.parts.kvm.msiSender.send(address, data);
   }
 
   /** The VMM's own line on every route of `irq`: our PIC and IOAPIC pins, and MSI routes (KVM_SIGNAL_MSI). */
@@ -424,13 +401,7 @@ export class KvmSplitIrqChip implements IrqChip {
   }
 
   checkCapability(cap: IrqChipCap): boolean {
-    switch (cap) {
-      case 'tsc-deadline-timer':
-        return this.parts.tscDeadlineTimer;
-      case 'x2apic':
-      case 'mp-state-get-set':
-        return true;
-    }
+    return this.parts.kvm.hasCapability(cap);
   }
 
   // -------------------------------------------------------------------------------------------

@@ -6,12 +6,14 @@ import { DeliveryMode, DestinationMode, TriggerMode } from '../x86/interrupt-mes
 import { ApicRegister, LVT_REGISTERS } from '../x86/lapic/apic-registers.ts';
 import { encodeMsi } from '../x86/msi/msi-codec.ts';
 import { kvmSkipReason } from './kvm-test-support.ts';
+import { assertRandomOracleRuns, describeOracleDifference, oracleOpSequences, oracleRunCount } from './oracle-guest.ts';
 import {
   LAPIC_COMPARED_REGISTERS,
   LAPIC_DIFFERENCES,
   kvmLapicHost,
   planLapicOracleRun,
   replayLapicOnKvm,
+  type LapicObservation,
   type LapicOracleOp,
   type LapicOraclePlan,
 } from './lapic-oracle.ts';
@@ -37,12 +39,13 @@ const msi = (vector: number, fields: { destination?: number; logical?: boolean; 
   return { kind: 'msi', addressLow, data };
 };
 
+/** A difference with each register named by its offset in the xAPIC page. */
 function describeDifference(plan: LapicOraclePlan): string | undefined {
-  const difference = replayLapicOnKvm(plan);
-  if (difference === undefined) return undefined;
-  const named = (registers: readonly number[]): Record<string, string> =>
-    Object.fromEntries(LAPIC_COMPARED_REGISTERS.map((register, index) => [`0x${(register * 16).toString(16)}`, `0x${(registers[index] ?? 0).toString(16)}`]));
-  return `step ${difference.step} ${JSON.stringify(difference.op)}:\n  kvm  ${JSON.stringify({ ...difference.kvm, registers: named(difference.kvm.registers) })}\n  ours ${JSON.stringify({ ...difference.ours, registers: named(difference.ours.registers) })}\nplan ${JSON.stringify(plan.steps.map((step) => step.op))}`;
+  const named = (observation: LapicObservation): unknown => ({
+    ...observation,
+    registers: Object.fromEntries(LAPIC_COMPARED_REGISTERS.map((register, index) => [`0x${(register * 16).toString(16)}`, `0x${(observation.registers[index] ?? 0).toString(16)}`])),
+  });
+  return describeOracleDifference(plan, replayLapicOnKvm(plan), named);
 }
 
 /** Vectors of every priority class that matters here, all legal, plus a few illegal ones (< 16). */
@@ -87,8 +90,8 @@ const oneOp: fc.Arbitrary<LapicOracleOp[]> = fc.oneof(
   { weight: 1, arbitrary: fc.tuple(fc.constantFrom(ApicRegister.Version, ApicRegister.ProcessorPriority, ApicRegister.InServiceFirst, 0x04, 0x2f, 0x3f), anyDword).map(([register, value]) => [write(register, value)]) },
 );
 
-const opSequence = fc.array(oneOp, { minLength: 1, maxLength: 40, size: 'max' }).map((groups) => groups.flat());
-const RUNS = Number(process.env.LAPIC_ORACLE_RUNS ?? 50);
+const opSequence = oracleOpSequences(oneOp);
+const RUNS = oracleRunCount('LAPIC_ORACLE_RUNS');
 
 describe("KVM's in-kernel local APIC and LocalApic agree (differential test)", { skip }, () => {
   test('eoi-at-delivery: KVM ends an interrupt as it injects it on this PVM host (ISR and PPR stay 0, a lower class is taken without an EOI)', () => {
@@ -124,23 +127,13 @@ describe("KVM's in-kernel local APIC and LocalApic agree (differential test)", {
 
   test(`random operation sequences (${RUNS} runs): KVM and ours agree after every operation, up to the listed differences`, () => {
     const host = kvmLapicHost();
-    console.log(`# LAPIC differences (KVM vs ours), each handled as described (this host: eoisAtDelivery = ${host.eoisAtDelivery}):`);
-    for (const { rule, handling, reason } of LAPIC_DIFFERENCES) console.log(`#   ${rule}: ${reason}. Handling: ${handling}.`);
-    const skipped: Record<string, number> = {};
-    const normalised: Record<string, number> = {};
-    let compared = 0;
-    fc.assert(
-      fc.property(opSequence, (ops) => {
-        const plan = planLapicOracleRun(ops, host);
-        for (const [reason, count] of Object.entries(plan.skipped)) skipped[reason] = (skipped[reason] ?? 0) + count;
-        for (const [rule, count] of Object.entries(plan.normalised)) normalised[rule] = (normalised[rule] ?? 0) + count;
-        compared += plan.steps.length;
-        const difference = describeDifference(plan);
-        assert.equal(difference, undefined, difference);
-      }),
-      { numRuns: RUNS, includeErrorInReport: true },
-    );
-    console.log(`# ${compared} operations compared; left out: ${JSON.stringify(skipped)}; normalised: ${JSON.stringify(normalised)}`);
-    assert.ok(compared > RUNS, 'the runs compared operations');
+    assertRandomOracleRuns({
+      title: `LAPIC differences (KVM vs ours; this host: eoisAtDelivery = ${host.eoisAtDelivery})`,
+      differences: LAPIC_DIFFERENCES,
+      ops: opSequence,
+      runs: RUNS,
+      plan: (ops) => planLapicOracleRun(ops, host),
+      replay: describeDifference,
+    });
   });
 });

@@ -43,14 +43,13 @@ import {
   lvtReadOnlyMask,
 } from '../x86/lapic/apic-registers.ts';
 import { LocalApic } from '../x86/lapic/local-apic.ts';
-import { FLAT32_GUEST_MEMORY_BYTES, enterFlat32Guest, interruptWindow, loadEax, loadFlat32Guest, outAl, outEax, storeImmediate } from './flat32-guest.ts';
-import { addon } from './addon.ts';
-import { KVM_MSI_BYTES, KvmIoctl } from './kvm-abi.ts';
+import type { IrqRoute } from '../routing/irq-route.ts';
+import { FLAT32_GUEST_MEMORY_BYTES, enterFlat32Guest, flat32OracleProgram, interruptWindow, loadEax, loadFlat32Guest, outEax, storeImmediate } from './flat32-guest.ts';
+import { KvmIoctl } from './kvm-abi.ts';
 import { KvmLapicState } from './kvm-lapic-state.ts';
+import { KvmMsiSender } from './kvm-msi-sender.ts';
 import type { KvmVcpu } from './kvm-vcpu.ts';
-import type { KvmVm } from './kvm-vm.ts';
-import { check } from './linux.ts';
-import { NO_VECTOR, OraclePort, runOracleGuest, withOracleMachine } from './oracle-guest.ts';
+import { NO_VECTOR, OraclePort, replayOracleSteps, runOracleGuest, withOracleMachine, type OracleDifference, type OracleMachineOptions } from './oracle-guest.ts';
 
 /** The xAPIC page's guest-physical base (SDM vol. 3 §11.4.1). */
 export const LAPIC_MMIO_BASE = 0xfee00000;
@@ -147,12 +146,7 @@ export interface LapicOraclePlan {
   readonly normalised: Readonly<Partial<Record<LapicDifferenceRule, number>>>;
 }
 
-export interface LapicOracleDifference {
-  readonly step: number;
-  readonly op: LapicOracleOp;
-  readonly kvm: LapicObservation;
-  readonly ours: LapicObservation;
-}
+export type LapicOracleDifference = OracleDifference<LapicOracleOp, LapicObservation>;
 
 /** The ISR, TMR and IRR banks, in register order: what a delivery and an acknowledge change. */
 export const LAPIC_VECTOR_BANKS: readonly number[] = Array.from(
@@ -216,21 +210,10 @@ export function takeInterrupt(apic: LocalApic, host: KvmLapicHost): number {
   return vector;
 }
 
-/** KVM_SIGNAL_MSI's "no APIC took it": the ioctl returns the delivery result itself, and -1 reads as -EPERM. */
-const MSI_NOT_DELIVERED = -1;
-
-/**
- * KVM_SIGNAL_MSI: KVM's delivery status (-1: no destination; 0: matched, none took it; > 0
- * accepted). KVM returns the delivery result as the ioctl's value (kvm_send_userspace_msi), so
- * its -1 arrives as -EPERM; any other errno is a refusal and throws.
- */
-export function signalKvmMsi(vm: KvmVm, addressLow: number, addressHigh: number, data: number): number {
-  const msi = new DataView(new ArrayBuffer(KVM_MSI_BYTES));
-  msi.setUint32(0, addressLow, true);
-  msi.setUint32(4, addressHigh, true);
-  msi.setUint32(8, data, true);
-  const result = addon.ioctl(vm.fd, KvmIoctl.SIGNAL_MSI, msi);
-  return result === MSI_NOT_DELIVERED ? result : check(result, 'KVM_SIGNAL_MSI');
+/** An INTA operation's outcome in both oracles: the vector `takeInterrupt` gave, compared under `eoi-at-delivery` when the host ended it at once. */
+export function intaOutcome(apic: LocalApic, host: KvmLapicHost): { readonly result: number; readonly normalisedBy?: 'eoi-at-delivery' } {
+  const vector = takeInterrupt(apic, host);
+  return host.eoisAtDelivery && vector !== NO_VECTOR ? { result: vector, normalisedBy: 'eoi-at-delivery' } : { result: vector };
 }
 
 /** struct kvm_cpuid2: nent u32, padding u32, then kvm_cpuid_entry2 entries of 40 bytes (function, index, flags, eax, ebx, ecx, edx, padding[3]). */
@@ -261,6 +244,12 @@ export function enterOracleVcpu(vcpu: KvmVcpu, entry: number): void {
   enterFlat32Guest(vcpu, entry);
 }
 
+/** The machine of a flat 32-bit oracle guest whose steps are `stepCodes`, on the oracle's vCPU (`enterOracleVcpu`). */
+export function flat32OracleMachine(stepCodes: readonly (readonly number[])[], routes: readonly IrqRoute[]): OracleMachineOptions {
+  const program = flat32OracleProgram(stepCodes);
+  return { memoryBytes: FLAT32_GUEST_MEMORY_BYTES, routes, load: (memory) => loadFlat32Guest(memory, program), enter: enterOracleVcpu };
+}
+
 /** The MSI address of a fixed interrupt to APIC ID 0, physical mode (SDM §11.11.1). */
 const MSI_TO_APIC_0 = LAPIC_MMIO_BASE;
 const PROBE_VECTOR = 0x40;
@@ -280,12 +269,10 @@ export function kvmLapicHost(): KvmLapicHost {
 let probedHost: KvmLapicHost | undefined;
 
 function probeKvmLapicHost(): KvmLapicHost {
-  const steps = [storeImmediate(LAPIC_MMIO_BASE + ApicRegister.SpuriousVector * XAPIC_REGISTER_STRIDE, XAPIC_ACCESS_BYTES, SVR_ENABLED), [], interruptWindow()];
-  const program = [...steps.flatMap((code) => [...code, ...outAl(OraclePort.Sync)]), ...outAl(OraclePort.Done)];
-  const machine = { memoryBytes: FLAT32_GUEST_MEMORY_BYTES, routes: [], load: (memory: Uint8Array) => loadFlat32Guest(memory, program), enter: enterOracleVcpu };
-  const host = withOracleMachine(machine, ({ vm, vcpu }) =>
+  const steps = [storeImmediate(registerAddress(ApicRegister.SpuriousVector), XAPIC_ACCESS_BYTES, SVR_ENABLED), [], interruptWindow()];
+  const host = withOracleMachine(flat32OracleMachine(steps, []), ({ vm, vcpu }) =>
     runOracleGuest<KvmLapicHost>(vcpu, steps.length, (step, reported) => {
-      if (step === 1) signalKvmMsi(vm, MSI_TO_APIC_0, 0, PROBE_VECTOR);
+      if (step === 1) new KvmMsiSender(vm).sendHalves(MSI_TO_APIC_0, 0, PROBE_VECTOR);
       if (step !== 2) return undefined;
       if (reported !== PROBE_VECTOR) throw new Error(`the LAPIC probe took vector ${String(reported)}, expected 0x${PROBE_VECTOR.toString(16)}`);
       return { eoisAtDelivery: !KvmLapicState.read(vcpu).isr(PROBE_VECTOR) };
@@ -463,10 +450,8 @@ function performLapicOp(model: LapicModel, op: LapicOracleOp, host: KvmLapicHost
       }
       return { result: status };
     }
-    case 'inta': {
-      const vector = takeInterrupt(apic, host);
-      return host.eoisAtDelivery && vector !== NO_VECTOR ? { result: vector, normalisedBy: 'eoi-at-delivery' } : { result: vector };
-    }
+    case 'inta':
+      return intaOutcome(apic, host);
   }
 }
 
@@ -513,20 +498,12 @@ function guestCode(op: LapicOracleOp): number[] {
 
 /** Replays `plan` on KVM's LAPIC; returns the first step where KVM and ours differ, or undefined. */
 export function replayLapicOnKvm(plan: LapicOraclePlan): LapicOracleDifference | undefined {
-  const program = [...plan.steps.flatMap(({ op }) => [...guestCode(op), ...outAl(OraclePort.Sync)]), ...outAl(OraclePort.Done)];
-  const machine = { memoryBytes: FLAT32_GUEST_MEMORY_BYTES, routes: [], load: (memory: Uint8Array) => loadFlat32Guest(memory, program), enter: enterOracleVcpu };
-  return withOracleMachine(machine, ({ vm, vcpu }) =>
-    runOracleGuest(vcpu, plan.steps.length, (step, reported) => {
-      const planned = plan.steps[step];
-      if (planned === undefined) return undefined;
-      const { op, expected } = planned;
-      let result = reported;
-      if (op.kind === 'msi') result = signalKvmMsi(vm, op.addressLow, 0, op.data);
-      if (op.kind === 'inta') result ??= NO_VECTOR;
+  return replayOracleSteps(flat32OracleMachine(plan.steps.map(({ op }) => guestCode(op)), []), plan.steps, {
+    drive: ({ vm }, op) => (op.kind === 'msi' ? new KvmMsiSender(vm).sendHalves(op.addressLow, 0, op.data) : undefined),
+    observe: ({ vcpu }, result) => {
       const registers = kvmLapicRegisters(KvmLapicState.read(vcpu), LAPIC_COMPARED_REGISTERS);
-      const kvm: LapicObservation = result === undefined ? { registers } : { registers, result };
-      const same = kvm.result === expected.result && registers.every((value, index) => value === expected.registers[index]);
-      return same ? undefined : { step, op, kvm, ours: expected };
-    }),
-  );
+      return result === undefined ? { registers } : { registers, result };
+    },
+    same: (kvm, ours) => kvm.result === ours.result && kvm.registers.every((value, index) => value === ours.registers[index]),
+  });
 }

@@ -14,8 +14,14 @@
  * inside KVM_RUN with KVM's irqchip), and the rest of its memory is filled with `in al, 0xE4`
  * (E4 E4), so a guest that ran astray exits at its next instruction whatever byte it lands on.
  * KVM_RUN therefore always returns.
+ *
+ * Every oracle plans a run on our model (each step an operation and the observation KVM should
+ * match), replays it on KVM (`replayOracleSteps`), and its test checks random runs the same way
+ * (`assertRandomOracleRuns`).
  */
 
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import type { IrqRoute } from '../routing/irq-route.ts';
 import { KvmExit } from './kvm-abi.ts';
 import { KvmKernelIrqChip } from './kvm-kernel-irq-chip.ts';
@@ -106,4 +112,134 @@ export function withOracleMachine<T>(options: OracleMachineOptions, body: (machi
   } finally {
     vm.close();
   }
+}
+
+/** One planned operation and what KVM should show after it (undefined: not compared). */
+export interface OracleStep<Op, Observation> {
+  readonly op: Op;
+  readonly expected: Observation | undefined;
+}
+
+/** The first step where KVM and our model disagree. */
+export interface OracleDifference<Op, Observation> {
+  readonly step: number;
+  readonly op: Op;
+  readonly kvm: Observation;
+  readonly ours: Observation;
+}
+
+/** How an oracle drives and reads KVM at each step's SYNC exit. */
+export interface OracleReplay<Op, Observation> {
+  /** Does `op` where the guest cannot (a line change, an MSI) and returns KVM's status; undefined for an operation the guest did. */
+  readonly drive: (machine: OracleMachine, op: Op) => number | undefined;
+  /** KVM's state after a step, with the step's result (the status, the value the guest read, the vector taken). */
+  readonly observe: (machine: OracleMachine, result: number | undefined) => Observation;
+  readonly same: (kvm: Observation, ours: Observation) => boolean;
+}
+
+/**
+ * Runs the guest of `steps` on a new oracle machine and compares KVM with each step's expected
+ * observation; returns the first difference, or undefined. An INTA window in which the guest took
+ * no interrupt has the result NO_VECTOR.
+ */
+export function replayOracleSteps<Op extends { readonly kind: string }, Observation>(
+  options: OracleMachineOptions,
+  steps: readonly OracleStep<Op, Observation>[],
+  replay: OracleReplay<Op, Observation>,
+): OracleDifference<Op, Observation> | undefined {
+  return withOracleMachine(options, (machine) =>
+    runOracleGuest(machine.vcpu, steps.length, (step, reported) => {
+      const planned = steps[step];
+      if (planned === undefined) return undefined;
+      const { op, expected } = planned;
+      const driven = replay.drive(machine, op);
+      const result = driven ?? (op.kind === 'inta' ? (reported ?? NO_VECTOR) : reported);
+      const kvm = replay.observe(machine, result);
+      return expected === undefined || replay.same(kvm, expected) ? undefined : { step, op, kvm, ours: expected };
+    }),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The differential tests' shared checks
+// ---------------------------------------------------------------------------------------------
+
+/** A row of an oracle's table of differences between KVM and our model. */
+export interface OracleDifferenceRow {
+  readonly rule: string;
+  readonly handling: string;
+  readonly reason: string;
+}
+
+/** What a plan reports besides its steps: operations left out, and (for some oracles) compared under a normalisation, per rule. */
+export interface OraclePlanCounts<Op> {
+  readonly steps: readonly { readonly op: Op }[];
+  readonly skipped: Readonly<Partial<Record<string, number>>>;
+  readonly normalised?: Readonly<Partial<Record<string, number>>>;
+}
+
+/** A difference as a test failure message: the step, both observations (`shown` picks what to print of each) and the whole plan to replay. */
+export function describeOracleDifference<Op, Observation>(
+  plan: OraclePlanCounts<Op>,
+  difference: OracleDifference<Op, Observation> | undefined,
+  shown: (observation: Observation) => unknown = (observation) => observation,
+): string | undefined {
+  if (difference === undefined) return undefined;
+  return `step ${difference.step} ${JSON.stringify(difference.op)}:\n  kvm  ${JSON.stringify(shown(difference.kvm))}\n  ours ${JSON.stringify(shown(difference.ours))}\nplan ${JSON.stringify(plan.steps.map((step) => step.op))}`;
+}
+
+/** Operation groups in one random run at most: short enough for a fast run, long enough to reach nested in-service levels. */
+const MAX_GROUPS_PER_RUN = 40;
+/** Random runs per differential test unless its environment variable says otherwise. */
+const DEFAULT_RANDOM_RUNS = 50;
+
+/** Random operation sequences: 1 to MAX_GROUPS_PER_RUN groups from `oneGroup`, flattened. */
+export function oracleOpSequences<Op>(oneGroup: fc.Arbitrary<Op[]>): fc.Arbitrary<Op[]> {
+  return fc.array(oneGroup, { minLength: 1, maxLength: MAX_GROUPS_PER_RUN, size: 'max' }).map((groups) => groups.flat());
+}
+
+/** How many random runs a differential test makes: the environment variable `name`, or DEFAULT_RANDOM_RUNS. */
+export function oracleRunCount(name: string): number {
+  return Number(process.env[name] ?? DEFAULT_RANDOM_RUNS);
+}
+
+export interface RandomOracleRuns<Op, Plan extends OraclePlanCounts<Op>> {
+  /** The heading of the printed table of differences. */
+  readonly title: string;
+  readonly differences: readonly OracleDifferenceRow[];
+  readonly ops: fc.Arbitrary<Op[]>;
+  readonly runs: number;
+  readonly plan: (ops: Op[]) => Plan;
+  /** Replays a plan on KVM: a description of the first difference, or undefined. */
+  readonly replay: (plan: Plan) => string | undefined;
+}
+
+/**
+ * The random half of a differential test: prints the table of differences, then plans and replays
+ * `runs` random operation sequences, each of which must agree with KVM; prints how many operations
+ * were compared, left out and normalised, and asserts that operations were compared at all.
+ */
+export function assertRandomOracleRuns<Op, Plan extends OraclePlanCounts<Op>>(check: RandomOracleRuns<Op, Plan>): void {
+  console.log(`# ${check.title}, each handled as described:`);
+  for (const { rule, handling, reason } of check.differences) console.log(`#   ${rule}: ${reason}. Handling: ${handling}.`);
+  const skipped: Record<string, number> = {};
+  const normalised: Record<string, number> = {};
+  let compared = 0;
+  fc.assert(
+    fc.property(check.ops, (ops) => {
+      const plan = check.plan(ops);
+      addCounts(skipped, plan.skipped);
+      addCounts(normalised, plan.normalised ?? {});
+      compared += plan.steps.length;
+      const difference = check.replay(plan);
+      assert.equal(difference, undefined, difference);
+    }),
+    { numRuns: check.runs, includeErrorInReport: true },
+  );
+  console.log(`# ${compared} operations compared; left out: ${JSON.stringify(skipped)}; normalised: ${JSON.stringify(normalised)}`);
+  assert.ok(compared > check.runs, 'the runs compared operations');
+}
+
+function addCounts(total: Record<string, number>, counts: Readonly<Partial<Record<string, number>>>): void {
+  for (const [rule, count] of Object.entries(counts)) total[rule] = (total[rule] ?? 0) + (count ?? 0);
 }

@@ -3,7 +3,8 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { PicPort } from '../x86/pic/pic.ts';
 import { kvmSkipReason } from './kvm-test-support.ts';
-import { CASCADE_IRQ, PIC_DIFFERENCES, planPicOracleRun, replayOnKvm, type PicOracleOp, type PicOraclePlan, type SkipReason } from './pic-oracle.ts';
+import { assertRandomOracleRuns, describeOracleDifference, oracleOpSequences, oracleRunCount } from './oracle-guest.ts';
+import { CASCADE_IRQ, PIC_DIFFERENCES, planPicOracleRun, replayOnKvm, type PicOracleOp, type PicOraclePlan } from './pic-oracle.ts';
 
 const skip = kvmSkipReason("differential test of KVM's in-kernel 8259A pair against PicPair");
 
@@ -47,15 +48,11 @@ const oneOp: fc.Arbitrary<PicOracleOp[]> = fc.oneof(
   { weight: 4, arbitrary: fc.constant<PicOracleOp[]>([{ kind: 'inta' }]) },
 );
 
-/** Sequences short enough for a fast run, long enough to reach nested in-service levels. */
-const opSequence = fc.array(oneOp, { minLength: 1, maxLength: 40, size: 'max' }).map((groups) => groups.flat());
-
-const RUNS = Number(process.env.PIC_ORACLE_RUNS ?? 50);
+const opSequence = oracleOpSequences(oneOp);
+const RUNS = oracleRunCount('PIC_ORACLE_RUNS');
 
 function describeDifference(plan: PicOraclePlan): string | undefined {
-  const difference = replayOnKvm(plan);
-  if (difference === undefined) return undefined;
-  return `step ${difference.step} ${JSON.stringify(difference.op)}:\n  kvm  ${JSON.stringify(difference.kvm)}\n  ours ${JSON.stringify(difference.ours)}\nplan ${JSON.stringify(plan.steps.map((step) => step.op))}`;
+  return describeOracleDifference(plan, replayOnKvm(plan));
 }
 
 describe("KVM's in-kernel 8259A pair and PicPair agree (differential test)", { skip }, () => {
@@ -83,21 +80,6 @@ describe("KVM's in-kernel 8259A pair and PicPair agree (differential test)", { s
   });
 
   test(`random operation sequences (${RUNS} runs): KVM and ours agree after every operation, up to the listed differences`, () => {
-    console.log('# PIC differences (KVM vs ours), each handled as described:');
-    for (const { rule, handling, reason } of PIC_DIFFERENCES) console.log(`#   ${rule}: ${reason}. Handling: ${handling}.`);
-    const skipped: Partial<Record<SkipReason, number>> = {};
-    let compared = 0;
-    fc.assert(
-      fc.property(opSequence, (ops) => {
-        const plan = planPicOracleRun(ops);
-        for (const [reason, count] of Object.entries(plan.skipped) as [SkipReason, number][]) skipped[reason] = (skipped[reason] ?? 0) + count;
-        compared += plan.steps.length;
-        const difference = describeDifference(plan);
-        assert.equal(difference, undefined, difference);
-      }),
-      { numRuns: RUNS },
-    );
-    console.log(`# ${compared} operations compared; left out: ${JSON.stringify(skipped)}`);
-    assert.ok(compared > RUNS, 'the runs compared operations');
+    assertRandomOracleRuns({ title: 'PIC differences (KVM vs ours)', differences: PIC_DIFFERENCES, ops: opSequence, runs: RUNS, plan: planPicOracleRun, replay: describeDifference });
   });
 });

@@ -26,7 +26,7 @@ import { PicChip, PicPair, PicPort, type PicChipRegisters } from '../x86/pic/pic
 import { IrqSourceChip, picIrqRoute } from '../routing/irq-route.ts';
 import { KvmIrqchipId } from './kvm-abi.ts';
 import { readKvmPicState, type KvmPicState, type KvmPicStateField, KVM_PIC_STATE_FIELDS } from './kvm-irqchip-state.ts';
-import { NO_VECTOR, ORACLE_TRAP_BYTE, OraclePort, runOracleGuest, withOracleMachine } from './oracle-guest.ts';
+import { NO_VECTOR, ORACLE_TRAP_BYTE, OraclePort, replayOracleSteps, type OracleDifference } from './oracle-guest.ts';
 import { IVT_ENTRY_BYTES, enterRealModeGuest } from './pic-test-guest.ts';
 
 export type PicOracleOp =
@@ -104,12 +104,7 @@ export interface PicOraclePlan {
   readonly skipped: Readonly<Partial<Record<SkipReason, number>>>;
 }
 
-export interface PicOracleDifference {
-  readonly step: number;
-  readonly op: PicOracleOp;
-  readonly kvm: PicObservation;
-  readonly ours: PicObservation;
-}
+export type PicOracleDifference = OracleDifference<PicOracleOp, PicObservation>;
 
 /** ELCR writable bits (§1.1): what KVM reports as elcr_mask. */
 const ELCR_MASK = { [PicChip.Master]: 0xf8, [PicChip.Slave]: 0xde } as const;
@@ -368,22 +363,15 @@ export function replayOnKvm(plan: PicOraclePlan): PicOracleDifference | undefine
   const routes = [];
   for (let irq = 0; irq < 16; irq++) routes.push(picIrqRoute(irq < 8 ? IrqSourceChip.PicPrimary : IrqSourceChip.PicSecondary, irq));
   const machine = { memoryBytes: GUEST_MEMORY_BYTES, routes, load: (memory: Uint8Array) => loadGuest(memory, plan.steps.map((step) => step.op)), enter: enterRealModeGuest };
-  return withOracleMachine(machine, ({ vm, chip, vcpu }) =>
-    runOracleGuest(vcpu, plan.steps.length, (step, reported) => {
-      const planned = plan.steps[step];
-      if (planned === undefined) return undefined;
-      const { op, expected } = planned;
-      let result = reported;
-      if (op.kind === 'line') result = chip.serviceIrq(op.irq, op.level);
-      if (op.kind === 'inta') result ??= NO_VECTOR;
-      const kvm: PicObservation = {
-        master: comparableState(readKvmPicState(vm, KvmIrqchipId.PicMaster)),
-        slave: comparableState(readKvmPicState(vm, KvmIrqchipId.PicSlave)),
-        ...(result === undefined ? {} : { result }),
-      };
-      return expected !== undefined && !sameObservation(kvm, expected) ? { step, op, kvm, ours: expected } : undefined;
+  return replayOracleSteps(machine, plan.steps, {
+    drive: ({ chip }, op) => (op.kind === 'line' ? chip.serviceIrq(op.irq, op.level) : undefined),
+    observe: ({ vm }, result) => ({
+      master: comparableState(readKvmPicState(vm, KvmIrqchipId.PicMaster)),
+      slave: comparableState(readKvmPicState(vm, KvmIrqchipId.PicSlave)),
+      ...(result === undefined ? {} : { result }),
     }),
-  );
+    same: sameObservation,
+  });
 }
 
 function sameObservation(kvm: PicObservation, ours: PicObservation): boolean {

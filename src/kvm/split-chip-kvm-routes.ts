@@ -66,7 +66,6 @@ const TOTAL_WORDS = MSI_ROUTES + routeWordCount(MAX_SPLIT_MSI_ROUTES);
 
 /** An IOAPIC message as KVM takes it, and the push generation at which KVM was last seen to hold its level route. */
 interface EncodedMessage {
-  readonly address: bigint;
   readonly addressLow: number;
   readonly addressHigh: number;
   readonly data: number;
@@ -110,6 +109,7 @@ export class SplitChipKvmRoutes implements InterruptMessageSink {
    * per local APIC that took it, 0 when none did (no APIC has the destination, or it is
    * software-disabled: then the IOAPIC sets no remote IRR, which no EOI would ever clear), or -1.
    * KVM's local APICs drop an ExtINT message (lapic.c `__apic_accept_irq`), as with KVM's own IOAPIC.
+   * The message's encoding is cached and sent as its 32-bit halves: nothing is allocated per interrupt.
    */
   deliver(message: InterruptMessage): number {
     let encoded = this.encodings.get(message);
@@ -118,7 +118,7 @@ export class SplitChipKvmRoutes implements InterruptMessageSink {
       this.encodings.set(message, encoded);
     }
     if (encoded.level && encoded.verifiedAtPush !== Atomics.load(this.words, PUSHES)) this.ensureLevelRoute(encoded);
-    return this.sender.send(encoded.address, encoded.data);
+    return this.sender.sendHalves(encoded.addressLow, encoded.addressHigh, encoded.data);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ export class SplitChipKvmRoutes implements InterruptMessageSink {
       const { low, high } = ioapic.redirectionEntry(pin);
       return mirrorEncoding(low, high);
     });
-    const routes = [...mirror.map((encoded, pin) => msiIrqRoute(pin, encoded.address, encoded.data)), ...msiRoutes];
+    const routes = [...mirror.map((encoded, pin) => msiIrqRoute(pin, joinHalves(encoded.addressLow, encoded.addressHigh), encoded.data)), ...msiRoutes];
     this.vm.ioctl(KvmIoctl.SET_GSI_ROUTING, encodeKvmRouting(routes), 'KVM_SET_GSI_ROUTING (split irqchip)');
     const { words } = this;
     mirror.forEach((encoded, pin) => {
@@ -294,7 +294,7 @@ export function kvmMsiRoutes(routes: readonly IrqRoute[]): IrqRoute[] {
 /** The MSI an interrupt message is in KVM's terms (the IOAPIC's destinations are 8-bit: xAPIC format). */
 function encodeMessage(message: InterruptMessage): EncodedMessage {
   const { addressLow, addressHigh, data } = encodeMsi(message);
-  return { address: joinHalves(addressLow, addressHigh), addressLow, addressHigh, data, level: message.triggerMode === TriggerMode.Level, verifiedAtPush: NOT_VERIFIED };
+  return { addressLow, addressHigh, data, level: message.triggerMode === TriggerMode.Level, verifiedAtPush: NOT_VERIFIED };
 }
 
 /** Pin p's mirror route: the message its entry sends now (bit 15 set for a level entry). */
