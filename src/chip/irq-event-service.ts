@@ -21,6 +21,7 @@ export class IrqEventService {
   /** Services that found work, counted: events serviced and delayed-event passes. */
   serviced = 0;
   private running = false;
+  private error: Error | undefined;
   private readonly watched = new Map<number, Event>();
   private readonly loops: Promise<void>[] = [];
 
@@ -61,6 +62,11 @@ export class IrqEventService {
     }
   }
 
+  /** The first error a service threw, if any; the waiter that met it stopped. */
+  failure(): Error | undefined {
+    return this.error;
+  }
+
   /** Stops every waiter and waits for them to finish. */
   async stop(): Promise<void> {
     this.running = false;
@@ -90,7 +96,12 @@ export class IrqEventService {
       // stop() or a refresh may have run while this waited.
       if (this.stopped() || !stillWanted()) return;
       if (result === 'timed-out') continue;
-      service();
+      try {
+        service();
+      } catch (error) {
+        this.error ??= error instanceof Error ? error : new Error('an IRQ service failed', { cause: error });
+        return;
+      }
       this.serviced++;
       await new Promise((resolve) => setImmediate(resolve));
     }

@@ -22,6 +22,7 @@ import type { Worker } from 'node:worker_threads';
 import { joinHalves } from '../base/integers.ts';
 import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../chip/bus.ts';
 import { IrqAllocator } from '../chip/irq-allocator.ts';
+import { IrqEventService } from '../chip/irq-event-service.ts';
 import { UserspaceIrqChip } from '../chip/userspace-irq-chip.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { startTypeScriptWorker } from '../node/worker.ts';
@@ -69,7 +70,6 @@ const STOP_TIMEOUT_MS = 10_000;
 const EXIT_GRACE_MS = 2_000;
 /** The devices are settled when seen idle twice this far apart. */
 const SETTLE_CONFIRM_MS = 5;
-const SERVICE_POLL_MS = 2;
 
 const VCPU_WORKER = new URL('./vcpu.worker.ts', import.meta.url);
 const DEVICES_WORKER = new URL('./devices.worker.ts', import.meta.url);
@@ -156,13 +156,11 @@ export async function runMachineDemo(options: MachineDemoOptions = {}): Promise<
   );
   const workers = [...vcpus, devices];
 
-  let servicing = true;
-  let serviceFailure: Error | undefined;
-  const service = serviceEvents(machine.chip, () => servicing).catch((error: unknown) => {
-    serviceFailure = error instanceof Error ? error : new Error('the IRQ service loop failed', { cause: error });
-  });
+  const service = new IrqEventService(machine.chip);
+  service.start();
   /** Throws what went wrong on another thread or in the service loop, so no stage waits for it in vain. */
   const checkHealthy = (): void => {
+    const serviceFailure = service.failure();
     if (serviceFailure !== undefined) throw serviceFailure;
     for (const worker of workers) worker.throwIfFailed();
   };
@@ -181,8 +179,7 @@ export async function runMachineDemo(options: MachineDemoOptions = {}): Promise<
     const apReports = await stopVcpus(machine, vcpus, APPLICATION_PROCESSORS);
     machine.memory.setDevicePhase(DevicePhase.Exit);
     const devicesReport = await devices.next(STOP_TIMEOUT_MS);
-    servicing = false;
-    await service;
+    await service.stop();
     checkHealthy();
 
     const timerPeriodNs = Math.max(timerPeriodUs * 1000, DEFAULT_MIN_PERIODIC_TIMER_NS);
@@ -204,8 +201,7 @@ export async function runMachineDemo(options: MachineDemoOptions = {}): Promise<
     };
     return summariseMachine(ledger);
   } finally {
-    servicing = false;
-    await service;
+    await service.stop();
     await shutDown(machine, workers);
   }
 }
@@ -234,31 +230,6 @@ function buildMachine(): Machine {
   chip.registerEdgeIrqEvent(UART_IRQ, uart, { deviceId: 1, queueId: 0, deviceName: 'uart' });
   chip.registerLevelIrqEvent(NIC_GSI, nic, { deviceId: 2, queueId: 0, deviceName: 'nic' });
   return { chip, memory: new MachineMemory(), uart, nic, msiGsi };
-}
-
-/**
- * The VMM's IRQ service loop: service each event whose token fired, and retry the assertions the
- * chip deferred while another thread held the IOAPIC. Sleeps (without blocking this thread) until
- * an event fires.
- */
-async function serviceEvents(chip: UserspaceIrqChip, running: () => boolean): Promise<void> {
-  const tokens = chip.irqEventTokens();
-  const delayed = chip.irqDelayedEventToken();
-  const events = [...tokens.map((token) => token.event), delayed];
-  while (running()) {
-    let serviced = false;
-    for (const token of tokens) {
-      if (token.event.readCount() === 0n) continue;
-      chip.serviceIrqEvent(token.index);
-      serviced = true;
-    }
-    if (delayed.readCount() !== 0n) {
-      chip.processDelayedIrqEvents();
-      serviced = true;
-    }
-    if (serviced) await new Promise((resolve) => setImmediate(resolve));
-    else await Promise.race(events.map((event) => event.waitAsync(SERVICE_POLL_MS)));
-  }
 }
 
 /** Waits until the devices are idle and nothing they raised is still on its way or in service. */
