@@ -59,7 +59,6 @@ import { VcpuControlWord, allocateVcpuControl } from './kvm-vcpu.ts';
 import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
 import { OsEvent } from './os-event.ts';
 import { SplitChipKvmRoutes, kvmMsiRoutes } from './split-chip-kvm-routes.ts';
-import { enableVmCapability } from './userspace-apic-msrs.ts';
 import { kickVcpuThread } from './vcpu-kick.ts';
 
 const CHIP_NAME = 'KvmSplitIrqChip';
@@ -111,7 +110,7 @@ export class KvmSplitIrqChip implements IrqChip {
   static create(vm: KvmVm, options: KvmSplitIrqChipOptions): KvmSplitIrqChip {
     checkKvmChipRequirements(vm, options.vcpuCount, ['SPLIT_IRQCHIP', 'SIGNAL_MSI', 'IRQFD', 'IMMEDIATE_EXIT']);
     try {
-      enableVmCapability(vm, KvmCap.SPLIT_IRQCHIP, BigInt(IOAPIC_PIN_COUNT), 'KVM_CAP_SPLIT_IRQCHIP');
+      vm.enableCapability(KvmCap.SPLIT_IRQCHIP, BigInt(IOAPIC_PIN_COUNT), 'KVM_CAP_SPLIT_IRQCHIP');
     } catch (error) {
       // arch/x86/kvm/x86.c kvm_vm_ioctl_enable_cap: EEXIST once a vCPU or an irqchip exists.
       if (error instanceof IrqChipError) {

@@ -13,7 +13,7 @@
 
 import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
 import { addon } from './addon.ts';
-import { KVM_API_VERSION, KVM_USERSPACE_MEMORY_REGION_BYTES, KvmIoctl } from './kvm-abi.ts';
+import { KVM_API_VERSION, KVM_ENABLE_CAP_BYTES, KVM_USERSPACE_MEMORY_REGION_BYTES, KvmIoctl } from './kvm-abi.ts';
 import { O_CLOEXEC, O_RDWR, check } from './linux.ts';
 
 export const KVM_DEVICE_PATH = '/dev/kvm';
@@ -110,6 +110,14 @@ export class KvmVm {
   /** KVM_CHECK_EXTENSION on the VM: 0 when absent, else the capability's value (often 1, sometimes a count). */
   checkExtension(capability: number): number {
     return check(addon.ioctl(this.fd, KvmIoctl.CHECK_EXTENSION, capability), 'KVM_CHECK_EXTENSION');
+  }
+
+  /** KVM_ENABLE_CAP on the VM with one argument (`name` is the capability's, for the error). */
+  enableCapability(capability: number, argument: bigint, name: string): void {
+    const request = new DataView(new ArrayBuffer(KVM_ENABLE_CAP_BYTES));
+    request.setUint32(0, capability, true);
+    request.setBigUint64(8, argument, true);
+    this.ioctl(KvmIoctl.ENABLE_CAP, request, `KVM_ENABLE_CAP(${name})`);
   }
 
   /** A VM ioctl; throws the typed error for a refusal, naming `operation`. */

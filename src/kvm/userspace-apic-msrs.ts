@@ -14,7 +14,6 @@ import { ErrorCode, IrqChipError } from '../base/errors.ts';
 import { MSR_IA32_APIC_BASE, MSR_IA32_TSC_DEADLINE, MSR_X2APIC_FIRST, MSR_X2APIC_LAST } from '../x86/lapic/apic-registers.ts';
 import { addon } from './addon.ts';
 import {
-  KVM_ENABLE_CAP_BYTES,
   KVM_MSR_FILTER_BYTES,
   KVM_MSR_FILTER_RANGES_AT,
   KVM_MSR_FILTER_RANGE_BYTES,
@@ -25,25 +24,20 @@ import {
 } from './kvm-abi.ts';
 import type { KvmVm } from './kvm-vm.ts';
 
-/** The MSR ranges our local APIC owns: [first index, count]. (The filter takes the first two; see above.) */
-export const USERSPACE_APIC_MSR_RANGES: readonly (readonly [first: number, count: number])[] = [
+type MsrRange = readonly [first: number, count: number];
+
+/** The local APIC's MSRs that the filter denies to KVM. */
+const FILTERED_APIC_MSR_RANGES: readonly MsrRange[] = [
   [MSR_IA32_APIC_BASE, 1],
   [MSR_IA32_TSC_DEADLINE, 1],
-  [MSR_X2APIC_FIRST, MSR_X2APIC_LAST - MSR_X2APIC_FIRST + 1],
 ];
+/** Every MSR range our local APIC owns: the filtered ones and the x2APIC block (which exits as INVAL). */
+export const USERSPACE_APIC_MSR_RANGES: readonly MsrRange[] = [...FILTERED_APIC_MSR_RANGES, [MSR_X2APIC_FIRST, MSR_X2APIC_LAST - MSR_X2APIC_FIRST + 1]];
 const BITS_PER_BYTE = 8;
 
 /** Whether `index` is one of the MSRs routed to userspace. */
 export function isUserspaceApicMsr(index: number): boolean {
   return USERSPACE_APIC_MSR_RANGES.some(([first, count]) => index >= first && index < first + count);
-}
-
-/** KVM_ENABLE_CAP on the VM with one argument. */
-export function enableVmCapability(vm: KvmVm, capability: number, argument: bigint, name: string): void {
-  const request = new DataView(new ArrayBuffer(KVM_ENABLE_CAP_BYTES));
-  request.setUint32(0, capability, true);
-  request.setBigUint64(8, argument, true);
-  vm.ioctl(KvmIoctl.ENABLE_CAP, request, `KVM_ENABLE_CAP(${name})`);
 }
 
 /** Makes the guest's accesses to the local APIC's MSRs exit to userspace (see above). Before any vCPU runs. */
@@ -55,13 +49,12 @@ export function routeApicMsrsToUserspace(vm: KvmVm): void {
     if (vm.checkExtension(cap) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks ${name}, which a userspace local APIC needs for its MSRs`);
   }
   const exitReasons = KvmMsrExitReason.FILTER | KvmMsrExitReason.INVAL | KvmMsrExitReason.UNKNOWN;
-  enableVmCapability(vm, KvmCap.X86_USER_SPACE_MSR, BigInt(exitReasons), 'KVM_CAP_X86_USER_SPACE_MSR');
+  vm.enableCapability(KvmCap.X86_USER_SPACE_MSR, BigInt(exitReasons), 'KVM_CAP_X86_USER_SPACE_MSR');
   const filter = new DataView(new ArrayBuffer(KVM_MSR_FILTER_BYTES));
   // flags 0: MSRs outside the ranges are allowed (KVM's). In a range a clear bit denies, so
   // all-zero bitmaps send every access of the range to us. KVM copies the bitmaps.
-  const filtered = USERSPACE_APIC_MSR_RANGES.filter(([first]) => first < MSR_X2APIC_FIRST);
-  const bitmaps = filtered.map(([, count]) => new Uint8Array(Math.ceil(count / BITS_PER_BYTE)));
-  filtered.forEach(([first, count], index) => {
+  const bitmaps = FILTERED_APIC_MSR_RANGES.map(([, count]) => new Uint8Array(Math.ceil(count / BITS_PER_BYTE)));
+  FILTERED_APIC_MSR_RANGES.forEach(([first, count], index) => {
     const range = KVM_MSR_FILTER_RANGES_AT + index * KVM_MSR_FILTER_RANGE_BYTES;
     filter.setUint32(range, KvmMsrFilterFlag.READ | KvmMsrFilterFlag.WRITE, true);
     filter.setUint32(range + 4, count, true);
