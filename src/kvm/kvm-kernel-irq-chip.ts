@@ -46,7 +46,7 @@ import type { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { defaultIrqRoutes, validateRoute, type IrqRoute } from '../routing/irq-route.ts';
 import { decodeRouteWords, encodeRouteWords, routeWordCount } from '../routing/shared-routing-table.ts';
 import { KVM_IOAPIC_NUM_PINS, KVM_MAX_IRQ_ROUTES, KVM_PIT_CONFIG_BYTES, KVM_PIT_SPEAKER_DUMMY, KvmIoctl } from './kvm-abi.ts';
-import { KvmChipHandles, checkKvmChipRequirements } from './kvm-chip-handles.ts';
+import { KvmChipHandles, checkKvmChipRequirements, type KvmCapName } from './kvm-chip-handles.ts';
 import { encodeKvmRouting } from './kvm-gsi-routing.ts';
 import { irqfdEvent } from './kvm-irqfd.ts';
 import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
@@ -67,6 +67,9 @@ export interface KvmKernelIrqChipDescriptor {
 const CHIP_NAME = 'KvmKernelIrqChip';
 const ROUTES_AT = LOCK_WORDS;
 
+/** What KVM must offer for this chip (`irqchip info` lists them per chip mode). */
+export const KVM_KERNEL_CHIP_CAPS: readonly KvmCapName[] = ['IRQCHIP', 'IRQFD', 'IRQFD_RESAMPLE', 'IRQ_INJECT_STATUS', 'PIT2', 'SIGNAL_MSI'];
+
 /** What the chip objects of one thread share: clones share all of it; views on other threads only the VM and the route words. */
 interface ChipParts {
   readonly kvm: KvmChipHandles;
@@ -86,7 +89,7 @@ export class KvmKernelIrqChip implements IrqChip {
    * any vCPU: KVM refuses an irqchip once a vCPU exists (EINVAL), and refuses a second one (EEXIST).
    */
   static create(vm: KvmVm, options: KvmKernelIrqChipOptions): KvmKernelIrqChip {
-    checkKvmChipRequirements(vm, options.vcpuCount, ['IRQCHIP', 'IRQFD', 'IRQFD_RESAMPLE', 'IRQ_INJECT_STATUS', 'PIT2', 'SIGNAL_MSI']);
+    checkKvmChipRequirements(vm, options.vcpuCount, KVM_KERNEL_CHIP_CAPS);
     vm.ioctl(KvmIoctl.CREATE_IRQCHIP, 0, 'KVM_CREATE_IRQCHIP (create the chip before any vCPU)');
     const pitConfig = new Uint32Array(KVM_PIT_CONFIG_BYTES / Uint32Array.BYTES_PER_ELEMENT);
     pitConfig[0] = KVM_PIT_SPEAKER_DUMMY;

@@ -53,7 +53,7 @@ import { IOAPIC_PIN_COUNT, IoapicVersion, type Ioapic } from '../x86/ioapic/ioap
 import type { PicPair } from '../x86/pic/pic.ts';
 import { addon } from './addon.ts';
 import { KvmCap } from './kvm-abi.ts';
-import { KvmChipHandles, checkKvmChipRequirements } from './kvm-chip-handles.ts';
+import { KvmChipHandles, checkKvmChipRequirements, type KvmCapName } from './kvm-chip-handles.ts';
 import { irqfdEvent } from './kvm-irqfd.ts';
 import { VcpuControlWord, allocateVcpuControl } from './kvm-vcpu.ts';
 import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
@@ -89,6 +89,9 @@ export interface KvmSplitIrqChipDescriptor extends LegacyIrqCoreDescriptor {
   readonly vcpuKicks: readonly SharedArrayBuffer[];
 }
 
+/** What KVM must offer for this chip (`irqchip info` lists them per chip mode). */
+export const KVM_SPLIT_CHIP_CAPS: readonly KvmCapName[] = ['SPLIT_IRQCHIP', 'SIGNAL_MSI', 'IRQFD', 'IMMEDIATE_EXIT'];
+
 /** What one thread's chip objects share (clones share all of it). */
 interface ChipParts {
   readonly kvm: KvmChipHandles;
@@ -108,7 +111,7 @@ export class KvmSplitIrqChip implements IrqChip {
    * (EEXIST, as for a VM that already has an irqchip).
    */
   static create(vm: KvmVm, options: KvmSplitIrqChipOptions): KvmSplitIrqChip {
-    checkKvmChipRequirements(vm, options.vcpuCount, ['SPLIT_IRQCHIP', 'SIGNAL_MSI', 'IRQFD', 'IMMEDIATE_EXIT']);
+    checkKvmChipRequirements(vm, options.vcpuCount, KVM_SPLIT_CHIP_CAPS);
     try {
       vm.enableCapability(KvmCap.SPLIT_IRQCHIP, BigInt(IOAPIC_PIN_COUNT), 'KVM_CAP_SPLIT_IRQCHIP');
     } catch (error) {

@@ -40,13 +40,13 @@ export function isUserspaceApicMsr(index: number): boolean {
   return USERSPACE_APIC_MSR_RANGES.some(([first, count]) => index >= first && index < first + count);
 }
 
+/** What KVM must offer to route the local APIC's MSRs to userspace. */
+export const USERSPACE_APIC_MSR_CAPS = ['X86_USER_SPACE_MSR', 'X86_MSR_FILTER'] as const;
+
 /** Makes the guest's accesses to the local APIC's MSRs exit to userspace (see above). Before any vCPU runs. */
 export function routeApicMsrsToUserspace(vm: KvmVm): void {
-  for (const [cap, name] of [
-    [KvmCap.X86_USER_SPACE_MSR, 'KVM_CAP_X86_USER_SPACE_MSR'],
-    [KvmCap.X86_MSR_FILTER, 'KVM_CAP_X86_MSR_FILTER'],
-  ] as const) {
-    if (vm.checkExtension(cap) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks ${name}, which a userspace local APIC needs for its MSRs`);
+  for (const name of USERSPACE_APIC_MSR_CAPS) {
+    if (vm.checkExtension(KvmCap[name]) === 0) throw new IrqChipError(ErrorCode.ENODEV, `this KVM lacks KVM_CAP_${name}, which a userspace local APIC needs for its MSRs`);
   }
   const exitReasons = KvmMsrExitReason.FILTER | KvmMsrExitReason.INVAL | KvmMsrExitReason.UNKNOWN;
   vm.enableCapability(KvmCap.X86_USER_SPACE_MSR, BigInt(exitReasons), 'KVM_CAP_X86_USER_SPACE_MSR');
