@@ -31,6 +31,8 @@ export const ErrorCode = {
   EFAULT: 'EFAULT',
   /** No such device: the hardware behind the request is absent (an INTx pin with no host IRQ). */
   ENODEV: 'ENODEV',
+  /** Exec format error: an image that is not in a format the VMM loads, or is malformed. */
+  ENOEXEC: 'ENOEXEC',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

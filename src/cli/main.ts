@@ -1,22 +1,69 @@
 #!/usr/bin/env node
 /**
- * The `irqchip` command. `npm start` runs `irqchip demo`: a small simulated machine on the
- * package's `UserspaceIrqChip`, with a summary a person can read; the exit code is 1 when an
- * interrupt is not accounted for.
+ * The `irqchip` command.
+ *   irqchip run <image>   boots an image on KVM with the chosen chip (src/vmm/run-command.ts)
+ *   irqchip info          what this host's KVM offers (src/vmm/host-info.ts)
+ *   irqchip demo          the demonstration `npm start` runs (the default command)
+ * A caller's mistake (no KVM, a bad image, an option out of range) prints one line, not a stack
+ * trace, and exits with 1.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { IrqChipError } from '../base/errors.ts';
+import { CHIP_MODES, type ChipMode } from '../kvm/chip-mode.ts';
 import { runMachineDemo } from '../demo/machine-demo.ts';
 import { formatMachineReport } from '../demo/machine-report.ts';
+import { DEFAULT_MEMORY_MIB } from '../vmm/machine-layout.ts';
 
-function positiveInteger(text: string): number {
+function integerOption(text: string, minimum: number): number {
   const value = Number(text);
-  if (!Number.isSafeInteger(value) || value <= 0) throw new InvalidArgumentError('expected a positive integer');
+  if (!Number.isSafeInteger(value) || value < minimum) throw new InvalidArgumentError(`expected an integer of at least ${minimum}`);
   return value;
+}
+const positiveInteger = (text: string): number => integerOption(text, 1);
+const nonNegativeInteger = (text: string): number => integerOption(text, 0);
+
+/** Runs a command's body: an IrqChipError is the caller's mistake (one line); anything else is a bug (with its stack). */
+async function guarded(command: string, body: () => Promise<number>): Promise<void> {
+  try {
+    process.exitCode = await body();
+  } catch (error) {
+    if (error instanceof IrqChipError) process.stderr.write(`irqchip ${command}: ${error.message}\n`);
+    else process.stderr.write(`irqchip ${command} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exitCode = 1;
+  }
 }
 
 const program = new Command()
   .name('irqchip')
-  .description('Interrupt delivery for a virtual machine monitor: demonstrations and tools.');
+  .description('Interrupt delivery for a virtual machine monitor: a minimal VMM, demonstrations and tools.');
+
+program
+  .command('run')
+  .description('boot an image (our 64-bit ELF or flat guests, or a multiboot v1 image as qemu -kernel boots it) on KVM')
+  .argument('<image>', 'the image file')
+  .addOption(new Option('--chip <mode>', 'which interrupt controllers: KVM\'s (kernel), KVM\'s local APICs only (split), or all ours (userspace)').choices(CHIP_MODES).default('userspace'))
+  .option('--cpus <n>', 'vCPUs', positiveInteger, 1)
+  .option('--memory <MiB>', 'RAM from guest-physical 0', positiveInteger, DEFAULT_MEMORY_MIB)
+  .option('--append <cmdline>', 'the command line the guest is given', '')
+  .option('--timeout <seconds>', 'stop the guest after this long (0: never)', nonNegativeInteger, 0)
+  .option('--stats', 'print the counters even when the guest exits normally', false)
+  .action(async (image: string, options: { chip: ChipMode; cpus: number; memory: number; append: string; timeout: number; stats: boolean }) => {
+    const { runCommand } = await import('../vmm/run-command.ts');
+    await guarded('run', () =>
+      runCommand({ image, chip: options.chip, cpus: options.cpus, memoryMib: options.memory, commandLine: options.append, timeoutSeconds: options.timeout, stats: options.stats }),
+    );
+  });
+
+program
+  .command('info')
+  .description("print what this host's KVM offers: capabilities and usable chip modes")
+  .action(async () => {
+    const { formatHostKvmInfo, readHostKvmInfo } = await import('../vmm/host-info.ts');
+    await guarded('info', () => {
+      process.stdout.write(`${formatHostKvmInfo(readHostKvmInfo())}\n`);
+      return Promise.resolve(0);
+    });
+  });
 
 program
   .command('demo', { isDefault: true })
@@ -25,18 +72,15 @@ program
   .option('-t, --timer-period <µs>', "the guest's LAPIC timer period (the LAPIC holds it to at least 200 µs)", positiveInteger, 1_000)
   .option('--seed <n>', "seed of the devices' arrival schedule", positiveInteger)
   .action(async (options: { duration: number; timerPeriod: number; seed?: number }) => {
-    try {
+    await guarded('demo', async () => {
       const report = await runMachineDemo({
         durationMs: options.duration,
         timerPeriodUs: options.timerPeriod,
         ...(options.seed === undefined ? {} : { seed: options.seed }),
       });
       process.stdout.write(`${formatMachineReport(report)}\n`);
-      if (!report.accounted) process.exitCode = 1;
-    } catch (error) {
-      process.stderr.write(`irqchip demo failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
-      process.exitCode = 1;
-    }
+      return report.accounted ? 0 : 1;
+    });
   });
 
 await program.parseAsync();

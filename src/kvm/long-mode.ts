@@ -9,10 +9,15 @@
  *   0x2000  PDPT, four entries
  *   0x3000  four page directories of 2 MiB pages: the low 4 GiB identity-mapped, which also
  *           covers the IOAPIC and local APIC windows
+ *   0x7000  LONG_MODE_TABLES_END: free for the VMM's boot information (src/vmm/loader/)
+ *
+ * The GDT writer, the flat segments and the entry registers are shared with the VMM's 32-bit
+ * protected-mode entry for multiboot kernels (src/vmm/loader/protected-mode.ts).
  */
 
 import { readFileSync } from 'node:fs';
 import { ErrorCode, IrqChipError } from '../base/errors.ts';
+import type { KvmRegName } from './kvm-abi.ts';
 import { KvmRegs, type KvmSegment } from './kvm-registers.ts';
 import type { KvmVcpu } from './kvm-vcpu.ts';
 
@@ -26,6 +31,8 @@ const PAGE_TABLE_BYTES = 0x1000;
 /** Page directories mapped: 4 × 1 GiB. */
 const MAPPED_GIBIBYTES = 4;
 const ENTRIES_PER_TABLE = 512;
+/** The first byte after the GDT and the page tables. */
+export const LONG_MODE_TABLES_END = PAGE_DIRECTORIES_ADDRESS + MAPPED_GIBIBYTES * PAGE_TABLE_BYTES;
 const LARGE_PAGE_BYTES = 2n ** 21n;
 
 /** Page-table entry bits (SDM vol. 3 §4.5): present, writable, page size (a 2 MiB page in a PDE). */
@@ -33,12 +40,14 @@ const PTE_PRESENT = 0x1n;
 const PTE_WRITABLE = 0x2n;
 const PDE_LARGE_PAGE = 0x80n;
 
-/** GDT entries: 64-bit code (L=1, P, DPL 0, execute/read) and flat read/write data. */
+/** GDT entries (SDM vol. 3 §3.4.5): 64-bit code (L=1, P, DPL 0, execute/read) and flat read/write data. */
 const GDT_CODE_64 = 0x00af9a000000ffffn;
-const GDT_DATA = 0x00cf92000000ffffn;
-const CODE_SELECTOR = 0x08;
-const DATA_SELECTOR = 0x10;
-const GDT_LIMIT = 3 * 8 - 1;
+export const FLAT_DATA_DESCRIPTOR = 0x00cf92000000ffffn;
+const GDT = [0n, GDT_CODE_64, FLAT_DATA_DESCRIPTOR];
+/** The selectors of a GDT laid out as null, code, data. */
+export const CODE_SELECTOR = 0x08;
+export const DATA_SELECTOR = 0x10;
+const GDT_DESCRIPTOR_BYTES = 8;
 
 /** Control registers of a long-mode CPU with SSE allowed (SDM vol. 3 §2.5, §9.8.5). */
 const CR0_PE = 1n << 0n;
@@ -75,10 +84,8 @@ export function loadGuestImage(memory: Uint8Array, image: Uint8Array): void {
 
 /** Writes the GDT and the identity-mapped page tables (layout above) into guest RAM. */
 export function writeLongModeTables(memory: Uint8Array): void {
+  writeGdt(memory, GDT_ADDRESS, GDT);
   const view = new DataView(memory.buffer, memory.byteOffset, memory.byteLength);
-  view.setBigUint64(GDT_ADDRESS, 0n, true);
-  view.setBigUint64(GDT_ADDRESS + 8, GDT_CODE_64, true);
-  view.setBigUint64(GDT_ADDRESS + 16, GDT_DATA, true);
   memory.fill(0, PML4_ADDRESS, PAGE_DIRECTORIES_ADDRESS + MAPPED_GIBIBYTES * PAGE_TABLE_BYTES);
   view.setBigUint64(PML4_ADDRESS, BigInt(PDPT_ADDRESS) | PTE_PRESENT | PTE_WRITABLE, true);
   for (let gibibyte = 0; gibibyte < MAPPED_GIBIBYTES; gibibyte++) {
@@ -91,25 +98,55 @@ export function writeLongModeTables(memory: Uint8Array): void {
   }
 }
 
-function flatSegment(selector: number, type: number, longMode: boolean): KvmSegment {
+/** Writes `descriptors` as a GDT at `address`. */
+export function writeGdt(memory: Uint8Array, address: number, descriptors: readonly bigint[]): void {
+  const view = new DataView(memory.buffer, memory.byteOffset, memory.byteLength);
+  descriptors.forEach((descriptor, index) => {
+    view.setBigUint64(address + index * GDT_DESCRIPTOR_BYTES, descriptor, true);
+  });
+}
+
+/** GDTR.limit for a table of `descriptors`. */
+export function gdtLimit(descriptors: readonly bigint[]): number {
+  return descriptors.length * GDT_DESCRIPTOR_BYTES - 1;
+}
+
+/** Segment descriptor types (SDM vol. 3 §3.4.5.1): execute/read code and read/write data, both accessed. */
+export const SegmentType = { Code: 0xb, Data: 0x3 } as const;
+
+/**
+ * A segment register as loading a flat descriptor (base 0, limit 4 GiB, G=1) leaves it; a 64-bit
+ * code segment has L=1 and D=0, every other one D/B=1 (SDM vol. 3 §3.4.5).
+ */
+export function flatSegment(selector: number, type: number, longMode: boolean): KvmSegment {
   return { base: 0n, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: longMode ? 0 : 1, s: 1, l: longMode ? 1 : 0, g: 1, avl: 0, unusable: 0 };
 }
 
+/** General registers at an entry point: those not named are 0. */
+export type EntryRegisters = Readonly<Partial<Record<Exclude<KvmRegName, 'rip' | 'rflags'>, number>>>;
+
 /**
  * Puts the vCPU in 64-bit mode at `entry` with the tables of `writeLongModeTables` (which must be
- * in guest RAM), interrupts disabled, every general register 0. TR and LDTR keep KVM's values.
+ * in guest RAM), interrupts disabled, the general registers as `registers` says (0 otherwise).
+ * TR and LDTR keep KVM's values.
  */
-export function enterLongMode(vcpu: KvmVcpu, entry: number): void {
+export function enterLongMode(vcpu: KvmVcpu, entry: number, registers: EntryRegisters = {}): void {
   const sregs = vcpu.getSregs();
-  sregs.setSegment('cs', flatSegment(CODE_SELECTOR, 0xb, true));
-  for (const name of ['ds', 'es', 'fs', 'gs', 'ss'] as const) sregs.setSegment(name, flatSegment(DATA_SELECTOR, 0x3, false));
-  sregs.setTable('gdt', BigInt(GDT_ADDRESS), GDT_LIMIT);
+  sregs.setSegment('cs', flatSegment(CODE_SELECTOR, SegmentType.Code, true));
+  for (const name of ['ds', 'es', 'fs', 'gs', 'ss'] as const) sregs.setSegment(name, flatSegment(DATA_SELECTOR, SegmentType.Data, false));
+  sregs.setTable('gdt', BigInt(GDT_ADDRESS), gdtLimit(GDT));
   sregs.set('cr3', BigInt(PML4_ADDRESS));
   sregs.set('cr4', CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT);
   sregs.set('cr0', CR0_PG | CR0_WP | CR0_NE | CR0_ET | CR0_MP | CR0_PE);
   sregs.set('efer', EFER_LME | EFER_LMA);
   vcpu.setSregs(sregs);
+  setEntryRegisters(vcpu, entry, registers);
+}
+
+/** Sets RIP to `entry`, RFLAGS to its reserved bit alone (IF clear), and the general registers to `registers`. */
+export function setEntryRegisters(vcpu: KvmVcpu, entry: number, registers: EntryRegisters): void {
   const regs = new KvmRegs();
+  for (const [name, value] of Object.entries(registers) as [keyof EntryRegisters, number][]) regs.set(name, value);
   regs.set('rip', entry);
   regs.set('rflags', RFLAGS_RESERVED);
   vcpu.setRegs(regs);

@@ -1,0 +1,86 @@
+/**
+ * The VMM's devices (machine-layout.ts says where each sits), built on the device thread: they
+ * live on its buses, and every vCPU forwards their ranges there (device-mailbox.ts). Devices
+ * drive the chip's lines through `IrqLine`s over `serviceIrq`, from this thread, before the
+ * access that raised them completes.
+ */
+
+import type { Bus, BusDevice } from '../chip/bus.ts';
+import { deviceChipOf, type ModeChip } from '../kvm/chip-mode.ts';
+import type { KvmVm } from '../kvm/kvm-vm.ts';
+import type { IrqLine } from './devices/irq-line.ts';
+import { FwCfg } from './devices/fw-cfg.ts';
+import { IsaDebugExit } from './devices/isa-debug-exit.ts';
+import { PcTestdev } from './devices/pc-testdev.ts';
+import type { PortDevice } from './devices/port-device.ts';
+import { Serial16550 } from './devices/serial-16550.ts';
+import { Gsi, Port } from './machine-layout.ts';
+import type { ForwardedRangeSpec } from './machine-vcpu-data.ts';
+
+export interface MachineDevicesOptions {
+  readonly vm: KvmVm;
+  readonly modeChip: ModeChip;
+  /** The device thread's buses. */
+  readonly io: Bus;
+  readonly mmio: Bus;
+  readonly cpus: number;
+  readonly memoryBytes: number;
+  readonly commandLine: string;
+  readonly serialOutput: (byte: number) => void;
+  /** The guest wrote `value` to isa-debug-exit. */
+  readonly onGuestExit: (value: number) => void;
+}
+
+export interface MachineDevices {
+  /** The ranges each vCPU forwards to this thread. */
+  readonly forwardedRanges: { readonly io: readonly ForwardedRangeSpec[]; readonly mmio: readonly ForwardedRangeSpec[] };
+  /** Starts what runs on its own (timers, device models). */
+  start(): void;
+  stop(): void;
+  /** The first fault of a device's own work (not a guest access), if any. */
+  failure(): Error | undefined;
+  /** Each device's counters, by device name. */
+  counters(): Record<string, Readonly<Record<string, number>>>;
+}
+
+/** A device with counters, as the report reads them. */
+interface CountingDevice extends BusDevice {
+  counters(): Readonly<Record<string, number>>;
+}
+
+export function createMachineDevices(options: MachineDevicesOptions): MachineDevices {
+  const chip = deviceChipOf(options.modeChip);
+  const line = (gsi: number): IrqLine => ({
+    setLevel: (level) => {
+      chip.serviceIrq(gsi, level);
+    },
+  });
+  const io: ForwardedRangeSpec[] = [];
+  const mmio: ForwardedRangeSpec[] = [];
+  const counted: CountingDevice[] = [];
+  const placePorts = (device: PortDevice & CountingDevice, base: number): void => {
+    options.io.insert(device, base, device.portBytes);
+    io.push({ name: device.busName, base, length: device.portBytes });
+    counted.push(device);
+  };
+
+  placePorts(new Serial16550({ irq: line(Gsi.Com1), output: options.serialOutput }), Port.Com1);
+  placePorts(new IsaDebugExit({ onExit: options.onGuestExit }), Port.DebugExit);
+  placePorts(
+    new PcTestdev({
+      setLine: (gsi, level) => {
+        chip.serviceIrq(gsi, level);
+      },
+    }),
+    Port.TestdevIrq,
+  );
+  placePorts(new FwCfg({ cpuCount: options.cpus, maxCpus: options.cpus, ramBytes: options.memoryBytes, commandLine: options.commandLine }), Port.FwCfg);
+
+  return {
+    forwardedRanges: { io, mmio },
+    start: () => undefined,
+    stop: () => undefined,
+    failure: () => undefined,
+    counters: () => Object.fromEntries(counted.map((device) => [device.busName, device.counters()])),
+  };
+}

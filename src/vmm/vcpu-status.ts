@@ -1,0 +1,71 @@
+/**
+ * What each vCPU worker tells the machine, in shared memory: how its run loop ended and the exits
+ * it served, by reason. The machine waits on `ENDED` to learn that a vCPU stopped on its own (a
+ * triple fault, an entry failure, an error in the worker), and reads the counts for its report.
+ *
+ * Layout (Int32 words): 0 vCPUs ended (the machine waits on it); then per vCPU v at
+ * 1 + v × VCPU_WORDS: end reason, fatal exit reason, then one count per exit reason.
+ */
+
+import { KvmExit } from '../kvm/kvm-abi.ts';
+
+const ENDED = 0;
+const VCPUS_AT = 1;
+/** Exit reasons counted: KVM's exit reasons we serve are all below this. */
+export const COUNTED_EXIT_REASONS = 40;
+const VCPU_WORDS = 2 + COUNTED_EXIT_REASONS;
+const Field = { End: 0, FatalExit: 1, Counts: 2 } as const;
+
+/** How a vCPU's loop ended: still running, stopped by the machine, or on its own. */
+export const VcpuEnd = { Running: 0, Stopped: 1, FatalExit: 2, WorkerError: 3 } as const;
+export type VcpuEnd = (typeof VcpuEnd)[keyof typeof VcpuEnd];
+
+/** Names of KVM exit reasons, for reports. */
+export const EXIT_REASON_NAMES: Readonly<Record<number, string>> = Object.fromEntries(Object.entries(KvmExit).map(([name, value]) => [value, name.toLowerCase()]));
+
+export interface VcpuStatus {
+  readonly vcpuId: number;
+  readonly end: VcpuEnd;
+  /** The exit that ended it (`VcpuEnd.FatalExit`). */
+  readonly fatalExit: number;
+  /** Exits served, by reason name. */
+  readonly exits: Readonly<Record<string, number>>;
+}
+
+export function createVcpuStatus(vcpuCount: number): SharedArrayBuffer {
+  return new SharedArrayBuffer((VCPUS_AT + vcpuCount * VCPU_WORDS) * Int32Array.BYTES_PER_ELEMENT);
+}
+
+/** In the worker: records how the loop ended and its exit counts, and wakes the machine. */
+export function recordVcpuEnd(status: SharedArrayBuffer, vcpuId: number, end: VcpuEnd, fatalExit: number, exitCounts: ReadonlyMap<number, number>): void {
+  const words = new Int32Array(status);
+  const base = VCPUS_AT + vcpuId * VCPU_WORDS;
+  for (const [reason, count] of exitCounts) {
+    if (reason >= 0 && reason < COUNTED_EXIT_REASONS) words[base + Field.Counts + reason] = count;
+  }
+  words[base + Field.FatalExit] = fatalExit;
+  Atomics.store(words, base + Field.End, end);
+  Atomics.add(words, ENDED, 1);
+  Atomics.notify(words, ENDED);
+}
+
+/** vCPUs whose loop has ended so far. */
+export function endedVcpus(status: SharedArrayBuffer): number {
+  return Atomics.load(new Int32Array(status), ENDED);
+}
+
+/** The word to wait on for the next vCPU end: `Atomics.waitAsync(array, index, endedVcpus(...))`. */
+export function vcpuEndWord(status: SharedArrayBuffer): { readonly array: Int32Array; readonly index: number } {
+  return { array: new Int32Array(status), index: ENDED };
+}
+
+export function readVcpuStatus(status: SharedArrayBuffer, vcpuId: number): VcpuStatus {
+  const words = new Int32Array(status);
+  const base = VCPUS_AT + vcpuId * VCPU_WORDS;
+  const exits: Record<string, number> = {};
+  for (let reason = 0; reason < COUNTED_EXIT_REASONS; reason++) {
+    const count = Atomics.load(words, base + Field.Counts + reason);
+    if (count !== 0) exits[EXIT_REASON_NAMES[reason] ?? `exit-${reason}`] = count;
+  }
+  return { vcpuId, end: Atomics.load(words, base + Field.End) as VcpuEnd, fatalExit: Atomics.load(words, base + Field.FatalExit), exits };
+}
