@@ -68,4 +68,17 @@ void ioapic_route(u8 pin, u8 vector, int level_triggered, u8 destination, int ma
 void report_interrupt(u64 vector);
 void fatal(u64 vector);
 
+/* 16- and 32-bit port accesses (PCI configuration mechanism #1 reads CONFIG_DATA's lanes by size). */
+static inline void outw(u16 port, u16 value) { __asm__ volatile("outw %0, %1" : : "a"(value), "Nd"(port)); }
+static inline u16 inw(u16 port) {
+  u16 value;
+  __asm__ volatile("inw %1, %0" : "=a"(value) : "Nd"(port));
+  return value;
+}
+static inline u32 inl(u16 port) {
+  u32 value;
+  __asm__ volatile("inl %1, %0" : "=a"(value) : "Nd"(port));
+  return value;
+}
+
 #endif

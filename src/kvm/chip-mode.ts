@@ -6,6 +6,7 @@
  * VMM and the tests build machines the same way.
  */
 
+import type { Clock } from '../base/clock.ts';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import { UserspaceIrqChip, type UserspaceIrqChipDescriptor, type UserspaceIrqChipOptions } from '../chip/userspace-irq-chip.ts';
 import type { DeviceInterruptChip } from '../device/device-chip.ts';
@@ -73,15 +74,19 @@ export function describeModeChip(modeChip: ModeChip): { readonly descriptor: Chi
   }
 }
 
-/** In a worker: the chip view a descriptor describes, and the local APIC its vCPU loop serves (userspace chip). */
-export function modeChipView(descriptor: ChipDescriptor): { readonly chip: IrqChip; readonly localApic?: (vcpuId: number) => LocalApic } {
+/**
+ * In a worker: the chip view a descriptor describes, and the local APIC its vCPU loop serves
+ * (userspace chip), its timers on `clock` (the machine's `GuestTscClock` on this thread; without
+ * one, the host's clock).
+ */
+export function modeChipView(descriptor: ChipDescriptor, clock?: Clock): { readonly chip: IrqChip; readonly localApic?: (vcpuId: number) => LocalApic } {
   switch (descriptor.mode) {
     case 'kernel':
       return { chip: KvmKernelIrqChip.fromDescriptor(descriptor.chip) };
     case 'split':
       return { chip: KvmSplitIrqChip.fromDescriptor(descriptor.chip) };
     case 'userspace': {
-      const chip = UserspaceIrqChip.fromDescriptor(descriptor.chip);
+      const chip = UserspaceIrqChip.fromDescriptor(descriptor.chip, clock === undefined ? {} : { clock });
       return { chip, localApic: (vcpuId) => chip.localApic(vcpuId) };
     }
   }

@@ -13,10 +13,12 @@ import { MsixCapability } from '../device/msix-capability.ts';
 import { MsixGuest } from '../device/msix-test-support.ts';
 import { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { msiIrqRoute } from '../routing/irq-route.ts';
-import { PROBE_PIC_VECTOR_BASE, type IrqProbeConfig } from './irq-probe.ts';
+import { PROBE_PIC_VECTOR_BASE, readIrqProbeResults, type IrqProbeConfig } from './irq-probe.ts';
+import { findCpuid, supportedCpuid, vcpuCpuidTable } from './kvm-cpuid.ts';
+import { vmTscHz } from './kvm-guest-tsc.ts';
 import { kvmSkipReason } from './kvm-test-support.ts';
 import { OsEvent } from './os-event.ts';
-import { CHIP_MODES, ProbeLog, createProbeMachine, eoisAtDelivery, vectorCount, waitForLog, waitForVector, withProbe, type ProbeMachine } from './probe-machine.ts';
+import { CHIP_MODES, ProbeLog, createProbeMachine, eoisAtDelivery, isPvmHost, vectorCount, waitForLog, waitForVector, withProbe, type ProbeMachine } from './probe-machine.ts';
 
 const skip = kvmSkipReason('chip modes on real KVM with the irq-probe guest');
 
@@ -34,6 +36,25 @@ const PIC_IRQ = 4;
 const IOAPIC_PINS = 24;
 const MSIX_VECTORS = [0x50, 0x51] as const;
 const MSIX_REPROGRAMMED_VECTOR = 0x52;
+const TSC_DEADLINE_VECTOR = 0x60;
+const TSC_DEADLINE_ROUNDS = 20;
+/** Each TSC deadline is this far past the RDTSC that arms it: 1 ms of the guest's TSC. */
+const TSC_DEADLINE_TICKS_PER_HZ = 1 / 1000;
+/** IA32_APIC_BASE: EN (bit 11) and EXTD (bit 10), both set in x2APIC mode (SDM vol. 3 §11.12.1). */
+const APIC_BASE_X2APIC_MODE = 0xc00n;
+/** CPUID.1 bits the VMM promises (kvm-cpuid.ts): ECX x2APIC, TSC-deadline, hypervisor; EDX APIC, HTT. */
+const CPUID_1_ECX_X2APIC = 1 << 21;
+const CPUID_1_ECX_TSC_DEADLINE = 1 << 24;
+const CPUID_1_ECX_HYPERVISOR = 1 << 31;
+const CPUID_1_EDX_APIC = 1 << 9;
+const CPUID_1_EDX_HTT = 1 << 28;
+const CPUID_1_EBX_APIC_ID_SHIFT = 24;
+/** Application processors per start-up test. */
+const AP_TEST_VCPU_COUNTS = [2, 4] as const;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
 
 /** Polls `condition` until it holds; fails with `what` after a generous timeout. */
 async function waitUntil(condition: () => boolean, what: string): Promise<void> {
@@ -193,33 +214,82 @@ for (const mode of CHIP_MODES) {
   });
 }
 
-describe('userspace chip on KVM: application processors', { skip }, () => {
-  test("the guest's INIT, SIPI, SIPI (our local APICs) starts the second KVM vCPU at the SIPI page, exactly once", async () => {
-    const machine = createProbeMachine('userspace', 2);
-    await withProbe(machine, { startAps: true }, async () => {
-      await waitForLog(machine.log, ProbeLog.ApsStarted, 1);
-      // The second SIPI finds the AP running already and is ignored (SDM vol. 3 §9.4.4.1).
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      assert.equal(Atomics.load(machine.log, ProbeLog.ApsStarted), 1);
-      assert.equal(machine.chip.getMpState(1), 'halted', 'the AP ran its start-up code to its HLT');
-    });
-  });
-});
+/**
+ * What the BSP of a `vcpuCount`-vCPU machine must have read from CPUID (kvm-cpuid.ts); on this
+ * PVM host CPUID.1:ECX also has the host's instruction-set features that KVM's supported set
+ * leaves out.
+ */
+function assertBspCpuid(machine: ProbeMachine): void {
+  const { cpuid1, x2apicId, coreCount } = readIrqProbeResults(machine.vm.memory);
+  const hasBits = (value: number, bits: number): boolean => ((value & bits) >>> 0) === bits >>> 0;
+  const table = vcpuCpuidTable(supportedCpuid(), { vcpuId: 0, vcpuCount: machine.vcpuCount, userspaceLocalApic: machine.mode === 'userspace' });
+  const tableEcx = findCpuid(table, 1)?.ecx ?? 0;
+  assert.ok(hasBits(cpuid1.ecx, tableEcx), 'CPUID.1:ECX has every bit of the table');
+  assert.equal((cpuid1.ecx & ~tableEcx) !== 0, isPvmHost(), `CPUID.1:ECX 0x${cpuid1.ecx.toString(16)} beyond the table's 0x${tableEcx.toString(16)}: only on PVM`);
+  assert.equal(cpuid1.ebx >>> CPUID_1_EBX_APIC_ID_SHIFT, 0, 'CPUID.1:EBX initial APIC ID');
+  assert.ok(hasBits(cpuid1.ecx, CPUID_1_ECX_X2APIC | CPUID_1_ECX_TSC_DEADLINE | CPUID_1_ECX_HYPERVISOR), `CPUID.1:ECX 0x${cpuid1.ecx.toString(16)} has x2APIC, TSC-deadline and hypervisor`);
+  assert.ok(hasBits(cpuid1.edx, CPUID_1_EDX_APIC), 'CPUID.1:EDX has the APIC');
+  assert.equal((cpuid1.edx & CPUID_1_EDX_HTT) !== 0, machine.vcpuCount > 1, 'HTT: more than one logical processor in the package');
+  assert.equal(x2apicId, 0, 'CPUID.0BH:EDX x2APIC ID');
+  assert.equal(coreCount, machine.vcpuCount, 'CPUID.0BH core level: one core per vCPU');
+}
 
-describe('userspace chip on KVM: the local APIC in x2APIC mode, through MSR exits', { skip }, () => {
-  test('the guest enables x2APIC (IA32_APIC_BASE.EXTD) and EOIs through MSR 0x80b: MSIs keep arriving one per signal', async () => {
-    const machine = createProbeMachine('userspace');
-    using trigger = OsEvent.create();
-    machine.chip.routeIrq(msiIrqRoute(MSI_GSI, MSI_TO_APIC_0, MSI_VECTOR));
-    machine.chip.registerEdgeIrqEvent(MSI_GSI, new IrqEdgeEvent(trigger), SOURCE);
-    await withProbe(machine, { x2apic: true }, async () => {
-      await signalOneByOne(machine, trigger, MSI_VECTOR);
-      const apic = machine.userspaceChip?.localApic(0);
-      assert.ok(apic !== undefined);
-      assert.equal(apic.apicBase() & 0xc00n, 0xc00n, 'EN and EXTD set: x2APIC mode');
-      // The handler reports before its EOI: give the last EOI its moment.
-      await waitUntil(() => !apic.isr(MSI_VECTOR), 'every handler run was EOIed through the x2APIC EOI MSR');
-      assert.equal(Atomics.load(machine.log, ProbeLog.GuestException), 0);
+/** The AP ID mask of `vcpuCount` vCPUs whose APs all reported once: bits 1 .. vcpuCount − 1. */
+function apIdMask(vcpuCount: number): number {
+  return ((1 << vcpuCount) - 1) & ~1;
+}
+
+for (const mode of CHIP_MODES) {
+  describe(`${mode} chip on KVM: the CPU the guest sees, application processors, the local APIC's x2APIC mode and TSC-deadline timer`, { skip }, () => {
+    for (const vcpuCount of AP_TEST_VCPU_COUNTS) {
+      test(`${mode}, ${vcpuCount} vCPUs: the guest's INIT, SIPI, SIPI starts every AP exactly once at the SIPI page; each AP's CPUID gives its own x2APIC ID, the BSP's its APIC ID 0, x2APIC, TSC-deadline and ${vcpuCount} cores`, async () => {
+        const machine = createProbeMachine(mode, vcpuCount);
+        await withProbe(machine, { startAps: true }, async () => {
+          await waitForLog(machine.log, ProbeLog.StartupSent, 1);
+          await waitForLog(machine.log, ProbeLog.ApsStarted, vcpuCount - 1);
+          // The second SIPI found each AP running and was ignored (SDM vol. 3 §9.4.4.1): no AP starts twice.
+          await sleep(50);
+          assert.equal(Atomics.load(machine.log, ProbeLog.ApsStarted), vcpuCount - 1);
+          assert.equal(Atomics.load(machine.log, ProbeLog.ApIdsStarted), apIdMask(vcpuCount), 'each AP reported its own x2APIC ID');
+          assertBspCpuid(machine);
+          const { userspaceChip } = machine;
+          for (let vcpuId = 1; vcpuId < vcpuCount && userspaceChip !== undefined; vcpuId++) {
+            assert.equal(userspaceChip.getMpState(vcpuId), 'halted', `AP ${vcpuId} ran its start-up code to its HLT`);
+          }
+        });
+      });
+    }
+
+    test(`${mode}: the guest enables x2APIC (IA32_APIC_BASE.EXTD, which CPUID's x2APIC bit allows) and EOIs through MSR 0x80b: MSIs keep arriving one per signal`, async () => {
+      const machine = createProbeMachine(mode);
+      using trigger = OsEvent.create();
+      machine.chip.routeIrq(msiIrqRoute(MSI_GSI, MSI_TO_APIC_0, MSI_VECTOR));
+      machine.chip.registerEdgeIrqEvent(MSI_GSI, new IrqEdgeEvent(trigger), SOURCE);
+      await withProbe(machine, { x2apic: true }, async () => {
+        await signalOneByOne(machine, trigger, MSI_VECTOR);
+        assert.equal(readIrqProbeResults(machine.vm.memory).apicBase & APIC_BASE_X2APIC_MODE, APIC_BASE_X2APIC_MODE, 'the guest read EN and EXTD back: x2APIC mode');
+        const apic = machine.userspaceChip?.localApic(0);
+        if (apic !== undefined) {
+          // The handler reports before its EOI: give the last EOI its moment.
+          await waitUntil(() => !apic.isr(MSI_VECTOR), 'every handler run was EOIed through the x2APIC EOI MSR');
+        }
+        assert.equal(Atomics.load(machine.log, ProbeLog.GuestException), 0);
+      });
+    });
+
+    test(`${mode}: the guest arms IA32_TSC_DEADLINE = RDTSC + 1 ms of ticks ${TSC_DEADLINE_ROUNDS} times: each deadline interrupts once, never before the guest's RDTSC reaches it`, async () => {
+      // On the userspace chip our local APIC counts the guest TSC on a clock calibrated to it
+      // (kvm-guest-tsc.ts): a clock off by the host's uptime would fire every deadline at once
+      // (each counted early) or hours late (the wait fails).
+      const machine = createProbeMachine(mode);
+      const ticks = Math.round(vmTscHz(machine.vm) * TSC_DEADLINE_TICKS_PER_HZ);
+      await withProbe(machine, { tscDeadline: { vector: TSC_DEADLINE_VECTOR, ticks, rounds: TSC_DEADLINE_ROUNDS } }, async () => {
+        await waitForVector(machine, TSC_DEADLINE_VECTOR, TSC_DEADLINE_ROUNDS);
+        // No deadline is left armed: nothing more may come.
+        await sleep(50);
+        assert.deepEqual(seenVectors(machine), new Map([[TSC_DEADLINE_VECTOR, TSC_DEADLINE_ROUNDS]]));
+        assert.equal(readIrqProbeResults(machine.vm.memory).tscDeadlineEarly, 0, 'no deadline fired before the guest TSC reached it');
+      });
     });
   });
-});
+}

@@ -47,6 +47,11 @@ export const KvmIoctl = {
   SET_CPUID2: 0x4008ae90,
   GET_MSRS: 0xc008ae88,
   SET_MSRS: 0x4008ae89,
+  GET_CPUID2: 0xc008ae91,
+  /** On a vCPU; also on a VM (its default, what every new vCPU gets) since Linux 6.0. */
+  GET_TSC_KHZ: 0xaea3,
+  // On a VM with KVM's PIT: _IO(KVMIO, 0x71), although it takes a struct kvm_reinject_control pointer.
+  REINJECT_CONTROL: 0xae71,
 } as const;
 
 /** KVM_CHECK_EXTENSION capability numbers. */
@@ -64,6 +69,7 @@ export const KvmCap = {
   IMMEDIATE_EXIT: 136,
   X86_USER_SPACE_MSR: 188,
   X86_MSR_FILTER: 189,
+  REINJECT_CONTROL: 24,
 } as const;
 
 /** kvm_run.exit_reason values (x86), the vocabulary of a run loop and of its reports. */
@@ -212,3 +218,21 @@ export const KvmIrqchipId = { PicMaster: 0, PicSlave: 1, Ioapic: 2 } as const;
 
 /** struct kvm_pit_config: flags u32, pad[15] (64 bytes). */
 export const KVM_PIT_CONFIG_BYTES = 64;
+
+/**
+ * struct kvm_cpuid2 (KVM_SET_CPUID2, KVM_GET_CPUID2, KVM_GET_SUPPORTED_CPUID): nent u32 @0, pad,
+ * then kvm_cpuid_entry2 entries of 40 bytes from @8: function u32 @0, index u32 @4, flags u32 @8,
+ * eax @12, ebx @16, ecx @20, edx @24, padding[3].
+ */
+export const KVM_CPUID2_HEADER_BYTES = 8;
+export const KVM_CPUID_ENTRY2_BYTES = 40;
+export const KvmCpuidEntryLayout = { FUNCTION: 0, INDEX: 4, FLAGS: 8, EAX: 12, EBX: 16, ECX: 20, EDX: 24 } as const;
+/** kvm_cpuid_entry2.flags: the entry is for one subleaf (`index` matters). */
+export const KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1;
+
+/** struct kvm_msrs with one kvm_msr_entry (24 bytes): nmsrs u32 @0, pad; index u32 @8, reserved, data u64 @16. */
+export const KVM_ONE_MSR_BYTES = 24;
+export const KvmOneMsrLayout = { NMSRS: 0, INDEX: 8, DATA: 16 } as const;
+
+/** struct kvm_reinject_control (32 bytes): pit_reinject u8 @0, reserved u8[31]. */
+export const KVM_REINJECT_CONTROL_BYTES = 32;

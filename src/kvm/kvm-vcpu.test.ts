@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
+import { ErrorCode, IrqChipError } from '../base/errors.ts';
 import { IrqEdgeEvent } from '../event/irq-event.ts';
 import { KvmExit } from './kvm-abi.ts';
 import { IRQ_SOURCE, kernelChipMachine, kvmSkipReason, runPicGuest, waitForLog, withPicGuest } from './kvm-test-support.ts';
@@ -16,6 +17,9 @@ import { kickVcpuThread } from './vcpu-kick.ts';
 
 /** `jmp $`: a guest that never exits by itself. */
 const SPIN_FOREVER = [0xeb, 0xfe];
+/** IA32_SYSENTER_CS (SDM vol. 4, Table 2-2): an MSR every KVM keeps; 0x40001234 is in no range KVM knows. */
+const MSR_IA32_SYSENTER_CS = 0x174;
+const MSR_UNKNOWN = 0x40001234;
 
 const skip = kvmSkipReason('KvmVcpu on real KVM');
 
@@ -64,6 +68,22 @@ describe('KvmVcpu registers and start-up', { skip }, () => {
       assert.deepEqual([ds.selector, ds.base, ds.limit], [0, 0n, 0xffff]);
       assert.deepEqual([special.get('cr0'), special.get('cr4'), special.get('efer')], [0x60000010n, 0n, 0n]);
       assert.deepEqual(special.table('idt'), { base: 0n, limit: 0xffff });
+    } finally {
+      vcpu.close();
+      vm.close();
+    }
+  });
+
+  test('getMsr and setMsr move one MSR (IA32_SYSENTER_CS); an MSR KVM does not know is refused with EINVAL; tscKhz is the TSC frequency', () => {
+    const vm = KvmVm.create({ memoryBytes: 0x10000 });
+    const vcpu = KvmVcpu.create(vm, 0);
+    try {
+      vcpu.setMsr(MSR_IA32_SYSENTER_CS, 0x10n);
+      assert.equal(vcpu.getMsr(MSR_IA32_SYSENTER_CS), 0x10n);
+      for (const refused of [() => vcpu.getMsr(MSR_UNKNOWN), () => { vcpu.setMsr(MSR_UNKNOWN, 1n); }]) {
+        assert.throws(refused, (error: unknown) => error instanceof IrqChipError && error.code === ErrorCode.EINVAL);
+      }
+      assert.ok(vcpu.tscKhz() > 0);
     } finally {
       vcpu.close();
       vm.close();

@@ -22,7 +22,7 @@ import type { MPState } from '../chip/types.ts';
 import type { Vcpu } from '../chip/vcpu.ts';
 import type { SipiStart } from '../x86/lapic/local-apic.ts';
 import { addon } from './addon.ts';
-import { KVM_EXIT_IO_OUT, KVM_MP_STATES, KvmExit, KvmIoctl, KvmRunLayout } from './kvm-abi.ts';
+import { KVM_EXIT_IO_OUT, KVM_MP_STATES, KVM_ONE_MSR_BYTES, KvmExit, KvmIoctl, KvmOneMsrLayout, KvmRunLayout } from './kvm-abi.ts';
 import { KvmRegs, KvmSregs, type KvmSegment } from './kvm-registers.ts';
 import type { KvmVm } from './kvm-vm.ts';
 import { EAGAIN, EINTR, KICK_SIGNAL, check, systemError } from './linux.ts';
@@ -67,6 +67,8 @@ export class KvmVcpu implements Vcpu {
   private readonly runView: DataView;
   private readonly mpState = new Uint32Array(1);
   private readonly vector = new Uint32Array(1);
+  /** struct kvm_msrs holding one entry, reused by `getMsr`/`setMsr`. */
+  private readonly oneMsr = new DataView(new ArrayBuffer(KVM_ONE_MSR_BYTES));
   private closed = false;
 
   private constructor(
@@ -85,7 +87,8 @@ export class KvmVcpu implements Vcpu {
    * KVM_CREATE_VCPU on this thread, its kvm_run mapped here. `control` is the block a supervisor
    * on another thread kicks and stops it through (vcpu-thread.ts); without one, nothing else can.
    * Under the in-kernel irqchip, create the chip first (KVM refuses it once a vCPU exists) and
-   * expect vCPUs other than 0 to start 'uninitialized' (waiting for INIT/SIPI).
+   * expect vCPUs other than 0 to start 'uninitialized' (waiting for INIT/SIPI). Create every vCPU
+   * before any runs guest code: KVM delivers INIT and SIPI only to vCPUs that exist (vcpu-setup.ts).
    */
   static create(vm: KvmVm, id: number, control: Int32Array = allocateVcpuControl()): KvmVcpu {
     checkRange(id, 0, 0xfffe, 'vCPU id');
@@ -241,6 +244,22 @@ export class KvmVcpu implements Vcpu {
     this.ioctl(KvmIoctl.SET_MP_STATE, this.mpState, 'KVM_SET_MP_STATE');
   }
 
+  /** KVM_GET_MSRS of one MSR, as the host sees it (host-initiated: no filter, no guest #GP). */
+  getMsr(index: number): bigint {
+    this.transferMsr(KvmIoctl.GET_MSRS, index, 0n, 'KVM_GET_MSRS');
+    return this.oneMsr.getBigUint64(KvmOneMsrLayout.DATA, true);
+  }
+
+  /** KVM_SET_MSRS of one MSR (host-initiated); an MSR KVM refuses throws EINVAL. */
+  setMsr(index: number, value: bigint): void {
+    this.transferMsr(KvmIoctl.SET_MSRS, index, value, 'KVM_SET_MSRS');
+  }
+
+  /** KVM_GET_TSC_KHZ: the frequency of this vCPU's TSC, in kHz. */
+  tscKhz(): number {
+    return this.ioctl(KvmIoctl.GET_TSC_KHZ, 0, 'KVM_GET_TSC_KHZ');
+  }
+
   // --- Vcpu: what a userspace irqchip injects with ------------------------------------------
 
   readyForInterrupt(): boolean {
@@ -310,11 +329,19 @@ export class KvmVcpu implements Vcpu {
     return Number(this.runView.getBigUint64(KvmRunLayout.IO_DATA_OFFSET, true));
   }
 
+  /** KVM_GET_MSRS / KVM_SET_MSRS of one MSR; KVM answers how many it processed, so 0 means it refused the MSR. */
+  private transferMsr(request: number, index: number, value: bigint, operation: string): void {
+    checkRange(index, 0, 0xffffffff, 'MSR index');
+    this.oneMsr.setUint32(KvmOneMsrLayout.NMSRS, 1, true);
+    this.oneMsr.setUint32(KvmOneMsrLayout.INDEX, index, true);
+    this.oneMsr.setBigUint64(KvmOneMsrLayout.DATA, value, true);
+    if (this.ioctl(request, this.oneMsr, operation) !== 1) throw new IrqChipError(ErrorCode.EINVAL, `${operation}: KVM refused MSR 0x${index.toString(16)}`);
+  }
 
-  /** A vCPU ioctl (on this vCPU's thread); throws the typed error for a refusal, naming `operation`. */
-  ioctl(request: number, arg: number | ArrayBufferView, operation: string): void {
+  /** A vCPU ioctl (on this vCPU's thread): its non-negative result; throws the typed error for a refusal, naming `operation`. */
+  ioctl(request: number, arg: number | ArrayBufferView, operation: string): number {
     if (this.closed) throw new IrqChipError(ErrorCode.EBADF, `vCPU ${this.id} is closed`);
-    check(addon.ioctl(this.fd, request, arg), operation);
+    return check(addon.ioctl(this.fd, request, arg), operation);
   }
 }
 

@@ -1,30 +1,35 @@
 /**
- * Test and benchmark support: a one-vCPU KVM machine running the irq-probe guest (irq-probe.ts)
- * with the chip of a given mode, the vCPU in its own worker (probe-vcpu.fixture.ts), and, for the
- * chips that service their events themselves, the IRQ service loop on this thread. The same guest
+ * Test and benchmark support: a KVM machine (one vCPU unless asked for more) running the
+ * irq-probe guest (irq-probe.ts) with the chip of a given mode, each vCPU set up (vcpu-setup.ts)
+ * in its own worker (probe-vcpu.fixture.ts), and, for the chips that service their events
+ * themselves, the IRQ service loop on this thread. The same guest
  * code runs in every mode, so their deliveries and round trips compare. Not part of the API.
  */
 
 import { existsSync } from 'node:fs';
+import type { Clock } from '../base/clock.ts';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import type { DeviceInterruptChip } from '../device/device-chip.ts';
 import { IrqEventService } from '../chip/irq-event-service.ts';
-import { UserspaceIrqChip, type UserspaceIrqChipDescriptor } from '../chip/userspace-irq-chip.ts';
+import { UserspaceIrqChip } from '../chip/userspace-irq-chip.ts';
 import type { EventDescriptor } from '../event/event.ts';
 import type { LocalApic } from '../x86/lapic/local-apic.ts';
+import { createModeChip, describeModeChip, modeChipView, type ChipDescriptor, type ChipMode, type ModeChip } from './chip-mode.ts';
 import { loadIrqProbe, type IrqProbeConfig } from './irq-probe.ts';
-import { KvmKernelIrqChip, type KvmKernelIrqChipDescriptor } from './kvm-kernel-irq-chip.ts';
-import { KvmSplitIrqChip, type KvmSplitIrqChipDescriptor } from './kvm-split-irq-chip.ts';
+import { GuestTscClock, type GuestTscClockDescriptor } from './kvm-guest-tsc.ts';
 import { waitForLogWord } from './kvm-test-support.ts';
 import { KvmVm } from './kvm-vm.ts';
-import { routeApicMsrsToUserspace } from './userspace-apic-msrs.ts';
-import { VcpuThread, type VcpuThreadOptions } from './vcpu-thread.ts';
+import { VcpuThread } from './vcpu-thread.ts';
 
-export type ChipMode = 'kernel' | 'split' | 'userspace';
-export const CHIP_MODES: readonly ChipMode[] = ['kernel', 'split', 'userspace'];
+export { CHIP_MODES, type ChipMode } from './chip-mode.ts';
 
 /** The PVM module: /dev/kvm here is PVM (nested, software), not VMX or SVM (kvm-from-node.md §0). */
 const PVM_MODULE = '/sys/module/kvm_pvm';
+
+/** Whether /dev/kvm here is PVM's: the tests that prove a host difference expect it only there. */
+export function isPvmHost(): boolean {
+  return existsSync(PVM_MODULE);
+}
 
 /**
  * Whether the guest's local APIC EOIs a level-triggered interrupt when it is delivered rather than
@@ -34,7 +39,7 @@ const PVM_MODULE = '/sys/module/kvm_pvm';
  * (userspace chip) follows the SDM everywhere.
  */
 export function eoisAtDelivery(mode: ChipMode): boolean {
-  return mode !== 'userspace' && existsSync(PVM_MODULE);
+  return mode !== 'userspace' && isPvmHost();
 }
 
 /** The machine's log: Int32Array words over a SharedArrayBuffer, written by the vCPU worker. */
@@ -53,19 +58,25 @@ export const ProbeLog = {
   DeviceDone: 5,
   /** Application processors that reported they run. */
   ApsStarted: 6,
+  /** Bit n set once an application processor reported x2APIC ID n (IDs below 32). */
+  ApIdsStarted: 7,
+  /** vCPUs created and set up (CPUID; the BSP also at its entry): none runs before all are. */
+  VcpusSetUp: 8,
+  /** 1 once every vCPU is set up: the vCPUs run from then on. */
+  Start: 9,
+  /** 1 once the BSP sent its whole INIT, SIPI, SIPI sequence. */
+  StartupSent: 10,
   /** Handler runs per vector: 256 words from here. */
-  VectorCounts: 8,
+  VectorCounts: 16,
 } as const;
 const LOG_WORDS = ProbeLog.VectorCounts + 256;
 
-type ChipDescriptor =
-  | { readonly mode: 'kernel'; readonly chip: KvmKernelIrqChipDescriptor }
-  | { readonly mode: 'split'; readonly chip: KvmSplitIrqChipDescriptor }
-  | { readonly mode: 'userspace'; readonly chip: UserspaceIrqChipDescriptor };
-
 export interface ProbeVcpuData {
   readonly log: SharedArrayBuffer;
+  readonly vcpuCount: number;
   readonly chip: ChipDescriptor;
+  /** The userspace chip's local APIC clock (the guest's TSC); absent for KVM's local APICs. */
+  readonly guestTsc?: GuestTscClockDescriptor;
   /** The benchmark's device: an eventfd the vCPU thread signals after each report, up to DeviceTarget. */
   readonly deviceTrigger?: EventDescriptor;
 }
@@ -74,12 +85,15 @@ export interface ProbeMachine {
   readonly mode: ChipMode;
   readonly vcpuCount: number;
   readonly vm: KvmVm;
+  readonly modeChip: ModeChip;
   readonly chip: IrqChip;
   readonly log: Int32Array;
   /** The same chip, as the device layer takes it. */
   readonly deviceChip: DeviceInterruptChip;
   /** The userspace chip, for its controllers. */
   readonly userspaceChip?: UserspaceIrqChip;
+  /** The userspace chip's local APIC clock: the guest's TSC once a vCPU calibrated it. */
+  readonly guestTsc?: GuestTscClock;
 }
 
 /** Guest RAM: the guest and its tables live in the first 2 MiB. */
@@ -95,49 +109,19 @@ export function recordLog(log: Int32Array, word: number, value: number): void {
 export function createProbeMachine(mode: ChipMode, vcpuCount = 1): ProbeMachine {
   const vm = KvmVm.create({ memoryBytes: PROBE_MEMORY_BYTES });
   const log = new Int32Array(new SharedArrayBuffer(LOG_WORDS * Int32Array.BYTES_PER_ELEMENT));
-  switch (mode) {
-    case 'kernel': {
-      const chip = KvmKernelIrqChip.create(vm, { vcpuCount });
-      return { mode, vcpuCount, vm, log, chip, deviceChip: chip };
-    }
-    case 'userspace': {
-      routeApicMsrsToUserspace(vm);
-      const chip = UserspaceIrqChip.create({ vcpuCount });
-      return { mode, vcpuCount, vm, log, chip, deviceChip: chip, userspaceChip: chip };
-    }
-    case 'split': {
-      const chip = KvmSplitIrqChip.create(vm, { vcpuCount });
-      return { mode, vcpuCount, vm, log, chip, deviceChip: chip };
-    }
-  }
+  // Our local APICs count the guest's TSC: their clock follows it, at its frequency.
+  const guestTsc = mode === 'userspace' ? GuestTscClock.create(vm) : undefined;
+  const modeChip = createModeChip(vm, mode, { vcpuCount, ...(guestTsc === undefined ? {} : { userspace: { clock: guestTsc, tscHz: guestTsc.tscHz } }) });
+  const machine: ProbeMachine = { mode, vcpuCount, vm, log, modeChip, chip: modeChip.chip, deviceChip: modeChip.chip };
+  return modeChip.mode === 'userspace' && guestTsc !== undefined ? { ...machine, userspaceChip: modeChip.chip, guestTsc } : machine;
 }
 
-/** The chip view the vCPU worker builds, and the local APIC its loop serves (userspace chip). */
-export function chipView(descriptor: ChipDescriptor): { readonly chip: IrqChip; readonly localApic?: (vcpuId: number) => LocalApic } {
-  switch (descriptor.mode) {
-    case 'kernel':
-      return { chip: KvmKernelIrqChip.fromDescriptor(descriptor.chip) };
-    case 'split':
-      return { chip: KvmSplitIrqChip.fromDescriptor(descriptor.chip) };
-    case 'userspace': {
-      const chip = UserspaceIrqChip.fromDescriptor(descriptor.chip);
-      return { chip, localApic: (vcpuId) => chip.localApic(vcpuId) };
-    }
-  }
-}
-
-function describeChip(machine: ProbeMachine): { readonly descriptor: ChipDescriptor; readonly transfer: NonNullable<VcpuThreadOptions['transferList']> } {
-  const { chip } = machine;
-  if (chip instanceof KvmKernelIrqChip) return { descriptor: { mode: 'kernel', chip: chip.descriptor() }, transfer: [] };
-  if (chip instanceof UserspaceIrqChip) {
-    const view = chip.createView();
-    return { descriptor: { mode: 'userspace', chip: view }, transfer: [view.registry] };
-  }
-  if (chip instanceof KvmSplitIrqChip) {
-    const view = chip.createView();
-    return { descriptor: { mode: 'split', chip: view }, transfer: [view.registry] };
-  }
-  throw new Error(`no view for a ${machine.mode} chip`);
+/**
+ * The chip view the vCPU worker builds, and the local APIC its loop serves (userspace chip), its
+ * timers on `clock` (the machine's `guestTsc` on this thread; without one, the host's clock).
+ */
+export function chipView(descriptor: ChipDescriptor, clock?: Clock): { readonly chip: IrqChip; readonly localApic?: (vcpuId: number) => LocalApic } {
+  return modeChipView(descriptor, clock);
 }
 
 /** A running probe: its vCPU threads and (for chips that need one) the service loop. */
@@ -147,8 +131,10 @@ export interface RunningProbe {
 }
 
 /**
- * Loads the guest with `config`, starts the vCPU and the service loop, waits for the guest's
- * Ready, runs `body`, and then stops everything and closes the VM, however `body` ended.
+ * Loads the guest with `config`, starts every vCPU and the service loop, lets the vCPUs run once
+ * all are created and set up (KVM delivers the guest's INIT and SIPI only to vCPUs that exist:
+ * vcpu-setup.ts), waits for the guest's Ready, runs `body`, and then stops everything and closes
+ * the VM, however `body` ended.
  */
 export async function withProbe<T>(
   machine: ProbeMachine,
@@ -161,10 +147,18 @@ export async function withProbe<T>(
   try {
     loadIrqProbe(machine.vm.memory, config);
     for (let vcpuId = 0; vcpuId < machine.vcpuCount; vcpuId++) {
-      const { descriptor, transfer } = describeChip(machine);
-      const data: ProbeVcpuData = { log: machine.log.buffer as SharedArrayBuffer, chip: descriptor, ...(options.deviceTrigger === undefined ? {} : { deviceTrigger: options.deviceTrigger }) };
-      threads.push(await VcpuThread.start(machine.vm, { vcpuId, module: PROBE_VCPU, data, transferList: transfer }));
+      const { descriptor, transferList } = describeModeChip(machine.modeChip);
+      const data: ProbeVcpuData = {
+        log: machine.log.buffer as SharedArrayBuffer,
+        vcpuCount: machine.vcpuCount,
+        chip: descriptor,
+        ...(machine.guestTsc === undefined ? {} : { guestTsc: machine.guestTsc.descriptor() }),
+        ...(options.deviceTrigger === undefined ? {} : { deviceTrigger: options.deviceTrigger }),
+      };
+      threads.push(await VcpuThread.start(machine.vm, { vcpuId, module: PROBE_VCPU, data, transferList }));
     }
+    await waitForLog(machine.log, ProbeLog.VcpusSetUp, machine.vcpuCount);
+    recordLog(machine.log, ProbeLog.Start, 1);
     service.start();
     await waitForLog(machine.log, ProbeLog.Ready, 1);
     return await body({ threads, service });

@@ -1,22 +1,31 @@
 /**
- * vCPU worker for the chip-mode tests and benchmarks: builds this thread's view of the machine's
- * chip, its buses (the chip's controllers, and the probe's report ports), and runs the irq-probe
- * guest (irq-probe.ts) in a `KvmVcpuLoop` until stopped. What the guest reports goes to the
- * machine's log (probe-machine.ts).
+ * vCPU worker for the chip-mode tests and benchmarks: sets up its vCPU (CPUID; with our local
+ * APICs, their clock on the guest's TSC), builds this thread's view of the machine's chip, its
+ * buses (the chip's controllers, and the probe's report ports), and, once the machine says every
+ * vCPU is set up, runs the irq-probe guest (irq-probe.ts) in a `KvmVcpuLoop` until stopped. What
+ * the guest reports goes to the machine's log (probe-machine.ts).
  */
 import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT, type BusDevice } from '../chip/bus.ts';
 import { IrqAllocator } from '../chip/irq-allocator.ts';
 import { enterIrqProbe, ProbePort } from './irq-probe.ts';
+import { GuestTscClock } from './kvm-guest-tsc.ts';
 import { chipView, ProbeLog, recordLog, type ProbeVcpuData } from './probe-machine.ts';
+import { setUpVcpu } from './vcpu-setup.ts';
 import { attachVcpuThread } from './vcpu-thread.ts';
 import { KvmVcpuLoop } from './vcpu-loop.ts';
 import { OsEvent } from './os-event.ts';
+
+/** How long the vCPU sleeps at a time while it waits for the start, looking for a stop between. */
+const START_WAIT_MS = 100;
+/** Application processors whose IDs the log's ApIdsStarted mask has room for. */
+const AP_ID_MASK_BITS = 32;
 
 const attached = attachVcpuThread();
 const { vcpu } = attached;
 const data = attached.data as ProbeVcpuData;
 const log = new Int32Array(data.log);
-const view = chipView(data.chip);
+const clock = data.guestTsc === undefined ? undefined : GuestTscClock.fromDescriptor(data.guestTsc);
+const view = chipView(data.chip, clock);
 const deviceTrigger = data.deviceTrigger === undefined ? undefined : OsEvent.fromDescriptor(data.deviceTrigger);
 
 /** The guest's report ports: counts per vector; optionally the benchmark's device, re-signalling at each report. */
@@ -38,8 +47,13 @@ class ProbePorts implements BusDevice {
         loop.endRequested = true;
         return;
       case ProbePort.ApStarted:
+        // The byte is the AP's x2APIC ID: the ID mask first, so a waiter on the count sees it.
+        if (value < AP_ID_MASK_BITS) Atomics.or(log, ProbeLog.ApIdsStarted, 1 << value);
         Atomics.add(log, ProbeLog.ApsStarted, 1);
         Atomics.notify(log, ProbeLog.ApsStarted);
+        return;
+      case ProbePort.StartupSent:
+        recordLog(log, ProbeLog.StartupSent, 1);
         return;
     }
   }
@@ -57,15 +71,24 @@ class ProbePorts implements BusDevice {
   }
 }
 
+/** Counts this vCPU as set up, then sleeps until the machine starts every vCPU (or stops this one). */
+function waitForStart(): void {
+  Atomics.add(log, ProbeLog.VcpusSetUp, 1);
+  Atomics.notify(log, ProbeLog.VcpusSetUp);
+  while (Atomics.load(log, ProbeLog.Start) === 0 && !vcpu.stopRequested) Atomics.wait(log, ProbeLog.Start, 0, START_WAIT_MS);
+}
+
 const io = new Bus('io', IO_ADDRESS_LIMIT);
 const mmio = new Bus('mmio', MMIO_ADDRESS_LIMIT);
 view.chip.addVcpu(vcpu.id, vcpu);
 view.chip.finalizeDevices(new IrqAllocator(), io, mmio);
-io.insert(new ProbePorts(), ProbePort.Report, ProbePort.ApStarted - ProbePort.Report + 1);
-const loop = new KvmVcpuLoop({ vcpu, chip: view.chip, io, mmio, ...(view.localApic === undefined ? {} : { localApic: view.localApic(vcpu.id) }) });
+io.insert(new ProbePorts(), ProbePort.Report, ProbePort.StartupSent - ProbePort.Report + 1);
+const loop = new KvmVcpuLoop({ vcpu, chip: view.chip, io, mmio, ...(view.localApic === undefined ? {} : { localApic: view.localApic(vcpu.id) }), ...(clock === undefined ? {} : { clock }) });
 try {
+  setUpVcpu(vcpu, { vcpuCount: data.vcpuCount, ...(clock === undefined ? {} : { userspaceLocalApic: { clock } }) });
   // The BSP enters the guest; the others wait for the guest's INIT and SIPI.
   if (vcpu.id === 0) enterIrqProbe(vcpu);
+  waitForStart();
   const end = loop.run();
   if (end.reason === 'fatal-exit') recordLog(log, ProbeLog.FatalExit, end.exit);
 } finally {

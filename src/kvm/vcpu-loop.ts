@@ -21,6 +21,7 @@
 
 import { HostClock, type Clock } from '../base/clock.ts';
 import type { Bus } from '../chip/bus.ts';
+import { readVcpuMmio, writeVcpuMmio } from '../chip/chip-bus-devices.ts';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import type { LocalApic } from '../x86/lapic/local-apic.ts';
 import { addon } from './addon.ts';
@@ -135,8 +136,9 @@ export class KvmVcpuLoop {
         else vcpu.setIoValue(this.io.read(vcpu.ioPort(), vcpu.ioSize(), this.accessor));
         return;
       case KvmExit.MMIO:
-        if (vcpu.mmioIsWrite()) this.mmio.write(vcpu.mmioAddress(), vcpu.mmioSize(), vcpu.mmioValue(), this.accessor);
-        else vcpu.setMmioValue(this.mmio.read(vcpu.mmioAddress(), vcpu.mmioSize(), this.accessor));
+        // Our local APIC first, wherever its IA32_APIC_BASE put its page and while it decodes it; the bus takes the rest.
+        if (vcpu.mmioIsWrite()) writeVcpuMmio(this.apic, this.mmio, vcpu.mmioAddress(), vcpu.mmioSize(), vcpu.mmioValue(), this.accessor);
+        else vcpu.setMmioValue(readVcpuMmio(this.apic, this.mmio, vcpu.mmioAddress(), vcpu.mmioSize(), this.accessor));
         return;
       case KvmExit.HLT:
         this.chip.halted(vcpu.id);

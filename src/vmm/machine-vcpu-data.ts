@@ -5,6 +5,7 @@
  */
 
 import type { ChipDescriptor } from '../kvm/chip-mode.ts';
+import type { GuestTscClockDescriptor } from '../kvm/kvm-guest-tsc.ts';
 import type { BootEntry } from './loader/loaded-image.ts';
 
 /** A device range on the device thread's bus, which the vCPU forwards there. */
@@ -20,6 +21,8 @@ export interface MachineVcpuData {
   readonly mailbox: SharedArrayBuffer;
   readonly forwarded: { readonly io: readonly ForwardedRangeSpec[]; readonly mmio: readonly ForwardedRangeSpec[] };
   readonly status: SharedArrayBuffer;
+  /** The userspace chip's clock, which follows the guest's TSC (src/kvm/kvm-guest-tsc.ts); absent for KVM's local APICs. */
+  readonly guestTsc?: GuestTscClockDescriptor;
   /** The bootstrap processor's entry; absent for application processors. */
   readonly boot?: BootEntry;
 }

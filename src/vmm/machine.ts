@@ -14,6 +14,7 @@ import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
 import { IrqEventService } from '../chip/irq-event-service.ts';
 import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../chip/bus.ts';
 import { createModeChip, describeModeChip, modeChipCounters, type ChipMode, type ModeChip } from '../kvm/chip-mode.ts';
+import { GuestTscClock } from '../kvm/kvm-guest-tsc.ts';
 import { KvmVm } from '../kvm/kvm-vm.ts';
 import { VcpuThread } from '../kvm/vcpu-thread.ts';
 import { waitAsyncKeepingAlive } from '../base/wait-async.ts';
@@ -23,7 +24,7 @@ import type { LoadedImage } from './loader/loaded-image.ts';
 import { createMachineDevices, type MachineDevices } from './machine-devices.ts';
 import { MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB, MIN_VCPUS } from './machine-layout.ts';
 import type { MachineVcpuData } from './machine-vcpu-data.ts';
-import { EXIT_REASON_NAMES, VcpuEnd, createVcpuStatus, endedVcpus, readVcpuStatus, vcpuEndWord, type VcpuStatus } from './vcpu-status.ts';
+import { EXIT_REASON_NAMES, VcpuEnd, createVcpuStatus, openStartGate, endedVcpus, readVcpuStatus, vcpuEndWord, type VcpuStatus } from './vcpu-status.ts';
 
 const VCPU_WORKER = new URL('./vcpu.worker.ts', import.meta.url);
 const MIB = 1 << 20;
@@ -128,7 +129,9 @@ export class Machine {
     try {
       const commandLine = options.commandLine ?? '';
       const loaded = loadImage(vm.memory, options.image, { fileName: options.imageName, commandLine });
-      const modeChip = createModeChip(vm, options.chip, { vcpuCount: options.cpus });
+      // Our local APICs count the guest's TSC: their clock follows it, at its frequency.
+      const guestTsc = options.chip === 'userspace' ? GuestTscClock.create(vm) : undefined;
+      const modeChip = createModeChip(vm, options.chip, { vcpuCount: options.cpus, ...(guestTsc === undefined ? {} : { userspace: { clock: guestTsc, tscHz: guestTsc.tscHz } }) });
       const io = new Bus('io', IO_ADDRESS_LIMIT);
       const mmio = new Bus('mmio', MMIO_ADDRESS_LIMIT);
       const mailboxBuffer = createDeviceMailbox(options.cpus);
@@ -166,10 +169,12 @@ export class Machine {
           mailbox: mailboxBuffer,
           forwarded: devices.forwardedRanges,
           status,
+          ...(guestTsc === undefined ? {} : { guestTsc: guestTsc.descriptor() }),
           ...(vcpuId === 0 ? { boot: loaded.boot } : {}),
         };
         machine.threads.push(await VcpuThread.start(vm, { vcpuId, module: VCPU_WORKER, data, transferList }));
       }
+      if (!(await openStartGate(status, options.cpus, START_GATE_TIMEOUT_MS))) throw new IrqChipError(ErrorCode.EAGAIN, `the vCPUs were not set up within ${START_GATE_TIMEOUT_MS} ms`);
       machine.watchVcpus();
       return machine;
     } catch (error) {
@@ -195,6 +200,11 @@ export class Machine {
     clearTimeout(timer);
     const report = await this.shutDown(end);
     return report;
+  }
+
+  /** Guest RAM from guest-physical 0: a view of the VM's SharedArrayBuffer, still readable after the run. */
+  get memory(): Uint8Array {
+    return this.vm.memory;
   }
 
   /** Ends the run (a caller's request, e.g. SIGINT). */
@@ -259,6 +269,9 @@ export class Machine {
     return report;
   }
 }
+
+/** How long the vCPU workers may take to set up (a worker loads tsx first; 2 cores, many vCPUs). */
+const START_GATE_TIMEOUT_MS = 60_000;
 
 /** How often the watcher looks for a device or service fault while no vCPU ends. */
 const FAULT_POLL_MS = 100;

@@ -3,14 +3,22 @@
  * it served, by reason. The machine waits on `ENDED` to learn that a vCPU stopped on its own (a
  * triple fault, an entry failure, an error in the worker), and reads the counts for its report.
  *
- * Layout (Int32 words): 0 vCPUs ended (the machine waits on it); then per vCPU v at
- * 1 + v × VCPU_WORDS: end reason, fatal exit reason, then one count per exit reason.
+ * It is also the start gate: KVM delivers the guest's INIT and SIPI only to vCPUs that exist
+ * (src/kvm/vcpu-setup.ts), and hardware has every CPU from power-on, so no vCPU runs guest code
+ * until every one is created and set up.
+ *
+ * Layout (Int32 words): 0 vCPUs ended (the machine waits on it), 1 vCPUs set up, 2 the gate (1:
+ * open); then per vCPU v at VCPUS_AT + v × VCPU_WORDS: end reason, fatal exit reason, then one
+ * count per exit reason.
  */
 
+import { waitAsyncKeepingAlive } from '../base/wait-async.ts';
 import { KvmExit } from '../kvm/kvm-abi.ts';
 
 const ENDED = 0;
-const VCPUS_AT = 1;
+const SET_UP = 1;
+const GATE = 2;
+const VCPUS_AT = 4;
 /** Exit reasons counted: KVM's exit reasons we serve are all below this. */
 export const COUNTED_EXIT_REASONS = 40;
 const VCPU_WORDS = 2 + COUNTED_EXIT_REASONS;
@@ -34,6 +42,30 @@ export interface VcpuStatus {
 
 export function createVcpuStatus(vcpuCount: number): SharedArrayBuffer {
   return new SharedArrayBuffer((VCPUS_AT + vcpuCount * VCPU_WORDS) * Int32Array.BYTES_PER_ELEMENT);
+}
+
+/** In the worker: says this vCPU is set up, then sleeps until the machine opens the gate (or stops it). */
+export function waitAtStartGate(status: SharedArrayBuffer, stopRequested: () => boolean): void {
+  const words = new Int32Array(status);
+  Atomics.add(words, SET_UP, 1);
+  Atomics.notify(words, SET_UP);
+  while (Atomics.load(words, GATE) === 0 && !stopRequested()) Atomics.wait(words, GATE, 0, GATE_POLL_MS);
+}
+/** How often a vCPU at the gate looks at its stop flag (a stop request kicks, but a kick does not wake Atomics.wait). */
+const GATE_POLL_MS = 20;
+
+/** The machine: waits until `vcpuCount` vCPUs are set up (or `timeoutMs` passes: false), then opens the gate. */
+export async function openStartGate(status: SharedArrayBuffer, vcpuCount: number, timeoutMs: number): Promise<boolean> {
+  const words = new Int32Array(status);
+  const deadline = performance.now() + timeoutMs;
+  for (let setUp = Atomics.load(words, SET_UP); setUp < vcpuCount; setUp = Atomics.load(words, SET_UP)) {
+    const remaining = deadline - performance.now();
+    if (remaining <= 0) return false;
+    await waitAsyncKeepingAlive(words, SET_UP, setUp, remaining);
+  }
+  Atomics.store(words, GATE, 1);
+  Atomics.notify(words, GATE);
+  return true;
 }
 
 /** In the worker: records how the loop ended and its exit counts, and wakes the machine. */

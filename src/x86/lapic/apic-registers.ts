@@ -139,10 +139,28 @@ export const APIC_BASE_BSP = 1 << 8;
 const APIC_BASE_EXTD = 1 << 10;
 export const APIC_BASE_ENABLE = 1 << 11;
 /** Bits 7:0 and 9 are reserved (#GP if set). */
-export const APIC_BASE_RESERVED_LOW = 0x2ff;
-/** Bits 63:52 of the MSR (20:31 of its high word) are beyond any MAXPHYADDR. */
-export const APIC_BASE_RESERVED_HIGH = 0xfff00000 | 0;
+const APIC_BASE_RESERVED_LOW = 0x2ff;
+/** The base address's bits 31:12 in the MSR's low word: the xAPIC page is 4 KiB aligned (SDM Figure 11-5). */
+const APIC_BASE_ADDRESS_LOW = 0xfffff000 | 0;
 export const APIC_BASE_DEFAULT_ADDRESS = 0xfee00000 | 0;
+/**
+ * MAXPHYADDR, the width of a physical address (CPUID.80000008H:EAX[7:0]): at most 52; 32 or 36
+ * when the CPU has no leaf 80000008H (SDM vol. 3 §4.1.4). The base address has bits
+ * MAXPHYADDR−1:12; bits from MAXPHYADDR up are reserved (SDM Figure 11-5).
+ */
+export const MIN_PHYSICAL_ADDRESS_BITS = 32;
+export const MAX_PHYSICAL_ADDRESS_BITS = 52;
+const HIGH_WORD_FIRST_BIT = 32;
+
+/** The reserved bits of IA32_APIC_BASE's high word (MSR bits 63:32) for a CPU of `physicalAddressBits`. */
+function apicBaseReservedHigh(physicalAddressBits: number): number {
+  return ~((2 ** (physicalAddressBits - HIGH_WORD_FIRST_BIT) - 1) | 0);
+}
+
+/** The guest-physical address of the xAPIC page IA32_APIC_BASE names: bits MAXPHYADDR−1:12 (exact in a number: < 2^52). */
+export function apicBaseAddress(apicBaseLow: number, apicBaseHigh: number): number {
+  return (apicBaseHigh >>> 0) * 2 ** HIGH_WORD_FIRST_BIT + ((apicBaseLow & APIC_BASE_ADDRESS_LOW) >>> 0);
+}
 
 /** The APIC's mode from IA32_APIC_BASE EN/EXTD (SDM §11.12.5). */
 export const ApicMode = { Disabled: 0, Xapic: 1, X2apic: 2, Invalid: 3 } as const;
@@ -153,6 +171,15 @@ export function apicModeOf(apicBaseLow: number): ApicMode {
   const extended = (apicBaseLow & APIC_BASE_EXTD) !== 0;
   if (enabled) return extended ? ApicMode.X2apic : ApicMode.Xapic;
   return extended ? ApicMode.Invalid : ApicMode.Disabled;
+}
+
+/**
+ * Whether IA32_APIC_BASE may hold this value (halves `low`, `high`) on a CPU of
+ * `physicalAddressBits`: no reserved bit set (7:0, 9, MAXPHYADDR and up) and not the invalid
+ * mode EN = 0, EXTD = 1 (SDM §11.4.4, §11.12.5). A WRMSR of anything else raises #GP.
+ */
+export function isValidApicBase(low: number, high: number, physicalAddressBits: number): boolean {
+  return (low & APIC_BASE_RESERVED_LOW) === 0 && (high & apicBaseReservedHigh(physicalAddressBits)) === 0 && apicModeOf(low) !== ApicMode.Invalid;
 }
 
 // ---------------------------------------------------------------------------------------------

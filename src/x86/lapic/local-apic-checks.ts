@@ -13,8 +13,6 @@ import { isU64 } from '../../base/integers.ts';
 import { LOCK_WORDS } from '../../base/shared-state.ts';
 import { DeliveryMode, type InterruptMessage } from '../interrupt-message.ts';
 import {
-  APIC_BASE_RESERVED_HIGH,
-  APIC_BASE_RESERVED_LOW,
   ApicMode,
   ApicRegister,
   DFR_RESERVED_ONES,
@@ -22,6 +20,8 @@ import {
   ICR_WRITABLE,
   LVT_REGISTERS,
   LVT_REMOTE_IRR,
+  MAX_PHYSICAL_ADDRESS_BITS,
+  MIN_PHYSICAL_ADDRESS_BITS,
   MSR_IA32_APIC_BASE,
   MSR_IA32_TSC_DEADLINE,
   MSR_X2APIC_FIRST,
@@ -33,13 +33,14 @@ import {
   XAPIC_HIGH_BYTE_MASK,
   XAPIC_PAGE_BYTES,
   apicModeOf,
+  isValidApicBase,
   lvtReadOnlyMask,
   lvtTimerMode,
   lvtWritableMask,
   svrWritableMask,
   x2apicLogicalId,
 } from './apic-registers.ts';
-import { ConfigFlag, DOORBELL_WORDS, MpState, PENDING_EVENT_BITS, STATE_WORDS, Word, float64Slot, float64View } from './local-apic-state.ts';
+import { CONFIG_PHYSICAL_ADDRESS_BITS_SHIFT, ConfigFlag, configPhysicalAddressBits, DOORBELL_WORDS, MpState, PENDING_EVENT_BITS, STATE_WORDS, Word, float64Slot, float64View } from './local-apic-state.ts';
 import type { LocalApicOptions, LocalApicWiring, LocalInterruptSource } from './local-apic.ts';
 
 /** KVM's default minimum periodic timer period, `min_timer_period_us` = 200 µs. */
@@ -75,10 +76,13 @@ export function validateOptions(options: LocalApicOptions): LocalApicConfig {
   checkRange(apicBusCycleNs, 1, MAX_APIC_BUS_CYCLE_NS, 'apicBusCycleNs');
   const minPeriodicTimerNs = options.minPeriodicTimerNs ?? DEFAULT_MIN_PERIODIC_TIMER_NS;
   checkRange(minPeriodicTimerNs, 0, MAX_MIN_PERIODIC_TIMER_NS, 'minPeriodicTimerNs');
+  const physicalAddressBits = options.physicalAddressBits ?? MAX_PHYSICAL_ADDRESS_BITS;
+  checkRange(physicalAddressBits, MIN_PHYSICAL_ADDRESS_BITS, MAX_PHYSICAL_ADDRESS_BITS, 'physicalAddressBits');
   const flags =
     (options.bsp ? ConfigFlag.Bsp : 0) |
     (directedEoi ? ConfigFlag.DirectedEoi : 0) |
-    (options.tscHz !== undefined ? ConfigFlag.TscDeadline : 0);
+    (options.tscHz !== undefined ? ConfigFlag.TscDeadline : 0) |
+    (physicalAddressBits << CONFIG_PHYSICAL_ADDRESS_BITS_SHIFT);
   return { busIndex: options.busIndex, x2apicId, flags, tscHz: options.tscHz ?? 0, apicBusCycleNs, minPeriodicTimerNs };
 }
 
@@ -176,7 +180,7 @@ export function validateSnapshotPayload(payload: Int32Array, live: Int32Array): 
   const word: PayloadWord = (index) => payload[index - LOCK_WORDS] ?? 0;
   checkIdentity(word, float64View(payload), live);
   const flags = live[Word.ConfigFlags] ?? 0;
-  checkModeAndIds(word, live[Word.X2apicId] ?? 0);
+  checkModeAndIds(word, live[Word.X2apicId] ?? 0, configPhysicalAddressBits(flags));
   checkRegisters(word, (flags & ConfigFlag.DirectedEoi) !== 0);
   checkLvtEntries(word, (flags & ConfigFlag.TscDeadline) !== 0);
   checkTimer(word, float64View(payload));
@@ -191,12 +195,10 @@ function checkIdentity(word: PayloadWord, payloadTimes: Float64Array, live: Int3
   if (payloadTimes[float64Slot(Word.TscHz - LOCK_WORDS)] !== liveTscHz) reject('TSC frequency differs');
 }
 
-function checkModeAndIds(word: PayloadWord, x2apicId: number): void {
+function checkModeAndIds(word: PayloadWord, x2apicId: number, physicalAddressBits: number): void {
   const baseLow = word(Word.ApicBaseLow);
-  if ((baseLow & APIC_BASE_RESERVED_LOW) !== 0 || (word(Word.ApicBaseHigh) & APIC_BASE_RESERVED_HIGH) !== 0) reject('APIC base reserved bits');
-  const mode = apicModeOf(baseLow);
-  if (mode === ApicMode.Invalid) reject('invalid APIC mode');
-  if (mode === ApicMode.X2apic) {
+  if (!isValidApicBase(baseLow, word(Word.ApicBaseHigh), physicalAddressBits)) reject('APIC base reserved bits or invalid mode');
+  if (apicModeOf(baseLow) === ApicMode.X2apic) {
     if (word(Word.Id) !== x2apicId || word(Word.LogicalDestination) !== (x2apicLogicalId(x2apicId) | 0)) reject('x2APIC ID or LDR');
   } else if (((word(Word.Id) | word(Word.LogicalDestination) | word(Word.InterruptCommandHigh)) & ~XAPIC_HIGH_BYTE_MASK) !== 0) {
     reject('xAPIC ID, LDR or ICR high reserved bits');

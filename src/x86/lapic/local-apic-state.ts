@@ -11,7 +11,8 @@
  *   -- configuration, fixed at construction, checked on restore --
  *   2     bus index (vCPU index)
  *   3     x2APIC ID (u32)
- *   4     flags: bit 0 bootstrap processor, bit 1 directed EOI (Version bit 24), bit 2 TSC-deadline mode
+ *   4     flags: bit 0 bootstrap processor, bit 1 directed EOI (Version bit 24), bit 2 TSC-deadline mode;
+ *         bits 13:8 MAXPHYADDR (the physical-address width that bounds IA32_APIC_BASE)
  *   5     APIC bus cycle in ns (timer ticks before the divider)
  *   6     minimum periodic timer period in ns (0 = none)
  *   7     MP state (MpState below; SipiReceived is never stored)
@@ -95,6 +96,14 @@ export type MpState = (typeof MpState)[keyof typeof MpState];
 
 /** Config flag bits (word `ConfigFlags`). */
 export const ConfigFlag = { Bsp: 1 << 0, DirectedEoi: 1 << 1, TscDeadline: 1 << 2 } as const;
+/** Where word `ConfigFlags` keeps MAXPHYADDR: bits 13:8. */
+export const CONFIG_PHYSICAL_ADDRESS_BITS_SHIFT = 8;
+export const CONFIG_PHYSICAL_ADDRESS_BITS_MASK = 0x3f;
+
+/** MAXPHYADDR as word `ConfigFlags` holds it. */
+export function configPhysicalAddressBits(configFlags: number): number {
+  return (configFlags >>> CONFIG_PHYSICAL_ADDRESS_BITS_SHIFT) & CONFIG_PHYSICAL_ADDRESS_BITS_MASK;
+}
 
 /** Pending-event bits (word `PendingEvents`). */
 export const PendingEvent = { Nmi: 1 << 0, Smi: 1 << 1, Init: 1 << 2, Sipi: 1 << 3, ExtInt: 1 << 4 } as const;
@@ -105,7 +114,10 @@ export const PENDING_EVENT_BITS = 0x1f;
  * (docs/architecture.md, decision 5); coalesced and dropped interrupts are counted too (decision 6).
  */
 export const COUNTER_NAMES = [
-  /** MMIO of a size or alignment the APIC does not decode, or to a page that is not decoded (x2APIC mode, hardware-disabled). */
+  /**
+   * MMIO of a size or alignment the APIC does not decode, or to an address where its page is not
+   * decoded (x2APIC mode, hardware-disabled, or the base moved elsewhere): the access went nowhere.
+   */
   'ignoredAccesses',
   /** xAPIC accesses to offsets with no register (ESR bit 7). */
   'reservedRegisterAccesses',

@@ -335,6 +335,7 @@ test('snapshots of another kind, another layout version, another APIC, or of an 
     ['MP state 9', (word) => word(Word.MpState, 9)],
     ['EN = 0, EXTD = 1', (word) => word(Word.ApicBaseLow, 0xfee00400 | 0)],
     ['APIC base bit 9', (word) => word(Word.ApicBaseLow, word(Word.ApicBaseLow) | 0x200)],
+    ['APIC base bit 52, above MAXPHYADDR', (word) => word(Word.ApicBaseHigh, 0x00100000)],
     ['x2APIC with a foreign ID', (word) => word(Word.ApicBaseLow, 0xfee00c00 | 0)],
     ['xAPIC ID low bits', (word) => word(Word.Id, 0x01000001)],
     ['TPR above 0xFF', (word) => word(Word.TaskPriority, 0x100)],

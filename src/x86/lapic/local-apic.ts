@@ -45,10 +45,9 @@ import {
   APIC_BASE_BSP,
   APIC_BASE_DEFAULT_ADDRESS,
   APIC_BASE_ENABLE,
-  APIC_BASE_RESERVED_HIGH,
-  APIC_BASE_RESERVED_LOW,
   APIC_MAX_LVT_ENTRY,
   APIC_VERSION,
+  apicBaseAddress,
   ApicMode,
   apicModeOf,
   ApicRegister,
@@ -70,6 +69,7 @@ import {
   ICR_TRIGGER_LEVEL,
   ICR_WRITABLE,
   isLvtMasked,
+  isValidApicBase,
   LVT_LINT0_BSP_RESET,
   LVT_MASKED,
   LVT_REGISTERS,
@@ -104,6 +104,7 @@ import {
   XAPIC_ACCESS_BYTES,
   XAPIC_HIGH_BYTE_MASK,
   XAPIC_ID_SHIFT,
+  XAPIC_PAGE_BYTES,
   XAPIC_REGISTER_STRIDE,
 } from './apic-registers.ts';
 import { ApicTimer } from './apic-timer.ts';
@@ -123,6 +124,7 @@ import {
   clearBank,
   clearVector,
   ConfigFlag,
+  configPhysicalAddressBits,
   count,
   Counter,
   COUNTER_NAMES,
@@ -197,6 +199,12 @@ export interface LocalApicOptions extends LocalApicWiring {
   readonly apicBusCycleNs?: number;
   /** Shortest periodic timer period, in ns (KVM `min_timer_period_us`). Default 200 000; 0 = none. */
   readonly minPeriodicTimerNs?: number;
+  /**
+   * MAXPHYADDR of the guest's CPU (CPUID.80000008H:EAX[7:0]; 32–52): IA32_APIC_BASE bits from
+   * here up are reserved, so a WRMSR that sets one #GPs (SDM Figure 11-5; KVM's kvm_apic_set_base
+   * checks the guest's CPUID the same way). Default 52, the architectural maximum.
+   */
+  readonly physicalAddressBits?: number;
 }
 
 /** Serialisable handle on a local APIC's state, for `postMessage` to another worker. */
@@ -234,6 +242,8 @@ export type DoorbellWaitResult = 'ok' | 'not-equal' | 'timed-out';
 const NOTHING_TO_DO: InitSipiOutcome = Object.freeze({ initReset: false, startup: undefined });
 const GENERAL_PROTECTION: MsrReadResult = Object.freeze({ ok: false });
 const NO_VECTOR = -1;
+/** `decodedOffset`'s answer for an address the xAPIC page does not decode. */
+const NOT_DECODED = -1;
 /** Internal result of a locked acknowledge: an ExtINT message is pending, the vector comes from the PIC's INTA. */
 const ASK_THE_PIC = -2;
 
@@ -368,14 +378,62 @@ export class LocalApic implements ApicBusMember {
   // -------------------------------------------------------------------------------------------
 
   /**
-   * A guest read of the xAPIC page at `offset` (0–0xFFF). Only 4-byte reads at 16-byte aligned
-   * offsets are decoded (SDM §11.4.1); others read 0 and are counted (L33). With the page not
-   * decoded (x2APIC mode or hardware-disabled) the read sees all-ones, as KVM's
-   * LAPIC_MMIO_HOLE behaviour; an 8-byte read reports its low 32 bits.
+   * The guest-physical address of the xAPIC page: IA32_APIC_BASE bits MAXPHYADDR−1:12 (SDM
+   * §11.4.4). Each APIC has its own, which its software moves with WRMSR; whether the page is
+   * decoded there is `decodesMmio`'s question.
+   */
+  mmioBase(): number {
+    return apicBaseAddress(Atomics.load(this.words, Word.ApicBaseLow), Atomics.load(this.words, Word.ApicBaseHigh));
+  }
+
+  /**
+   * Whether this APIC answers its own vCPU's access at guest-physical `address`: the address is in
+   * the 4 KiB page at `mmioBase()`, and the page is decoded, which needs IA32_APIC_BASE EN = 1
+   * (SDM §11.4.4: with EN = 0 the processor acts as one without an APIC) and xAPIC mode
+   * (§11.12.1.2: in x2APIC mode the MMIO interface is not available). An access it does not
+   * answer goes where it would on a machine without this APIC. The one rule of every MMIO path:
+   * the vCPU's (chip-bus-devices.ts `readVcpuMmio`), the bus window at the default base, and
+   * `mmioRead`/`mmioWrite`, whose page is the one at `mmioBase()`.
+   */
+  decodesMmio(address: number): boolean {
+    return this.decodedOffset(address) !== NOT_DECODED;
+  }
+
+  /**
+   * A guest read at guest-physical `address` by this APIC's vCPU: the register there when
+   * `decodesMmio(address)`; otherwise the access is not the APIC's and, with nothing else there,
+   * reads all ones (counted as `ignoredAccesses`). For a bus device that stands where the page
+   * may or may not be (the default base).
+   */
+  mmioReadAt(address: number, size: number): number {
+    const offset = this.decodedOffset(address);
+    if (offset !== NOT_DECODED) return this.mmioRead(offset, size);
+    checkMmioAccess(0, size, 0);
+    count(this.words, Counter.ignoredAccesses);
+    return allOnes(size);
+  }
+
+  /** A guest write at guest-physical `address`: as `mmioReadAt`; a write the page does not decode is dropped and counted. */
+  mmioWriteAt(address: number, size: number, value: number): void {
+    const offset = this.decodedOffset(address);
+    if (offset !== NOT_DECODED) {
+      this.mmioWrite(offset, size, value);
+      return;
+    }
+    checkMmioAccess(0, size, value);
+    count(this.words, Counter.ignoredAccesses);
+  }
+
+  /**
+   * A guest read of the xAPIC page at `offset` (0–0xFFF) from its base. Only 4-byte reads at
+   * 16-byte aligned offsets are decoded (SDM §11.4.1); others read 0 and are counted (L33). With
+   * the page not decoded (x2APIC mode or hardware-disabled) the read sees all-ones, as on a bus
+   * with nothing there (and as KVM's LAPIC_MMIO_HOLE quirk answers); an 8-byte read reports its
+   * low 32 bits.
    */
   mmioRead(offset: number, size: number): number {
     checkMmioAccess(offset, size, 0);
-    if (this.mode() !== ApicMode.Xapic) {
+    if (!decodesXapicPage(Atomics.load(this.words, Word.ApicBaseLow))) {
       count(this.words, Counter.ignoredAccesses);
       return allOnes(size);
     }
@@ -402,7 +460,7 @@ export class LocalApic implements ApicBusMember {
    */
   mmioWrite(offset: number, size: number, value: number): void {
     checkMmioAccess(offset, size, value);
-    if (this.mode() !== ApicMode.Xapic || !isDecodedXapicAccess(offset, size)) {
+    if (!decodesXapicPage(Atomics.load(this.words, Word.ApicBaseLow)) || !isDecodedXapicAccess(offset, size)) {
       count(this.words, Counter.ignoredAccesses);
       return;
     }
@@ -786,6 +844,17 @@ export class LocalApic implements ApicBusMember {
   // ===========================================================================================
   // Internals. Methods named *Locked, and everything they call, run with the lock held.
   // ===========================================================================================
+
+  /**
+   * `address`'s offset in the xAPIC page, or NOT_DECODED (`decodesMmio`). Two atomic loads without
+   * the lock: only this vCPU's own WRMSR (on the thread asking) or a host set-up changes the base.
+   */
+  private decodedOffset(address: number): number {
+    const low = Atomics.load(this.words, Word.ApicBaseLow);
+    if (!decodesXapicPage(low)) return NOT_DECODED;
+    const offset = address - apicBaseAddress(low, Atomics.load(this.words, Word.ApicBaseHigh));
+    return offset >= 0 && offset < XAPIC_PAGE_BYTES ? offset : NOT_DECODED;
+  }
 
   private read(index: number): number {
     return this.words[index] ?? 0;
@@ -1451,8 +1520,8 @@ export class LocalApic implements ApicBusMember {
   private writeApicBase(value: bigint, hostInitiated: boolean): boolean {
     const low = lowHalf(value);
     const high = highHalf(value);
+    if (!isValidApicBase(low, high, configPhysicalAddressBits(Atomics.load(this.words, Word.ConfigFlags)))) return false;
     const newMode = apicModeOf(low);
-    if ((low & APIC_BASE_RESERVED_LOW) !== 0 || (high & APIC_BASE_RESERVED_HIGH) !== 0 || newMode === ApicMode.Invalid) return false;
     const changed = withLock(this.words, () => {
       const oldMode = this.modeLocked();
       if (!hostInitiated && GUEST_TRANSITION_ALLOWED[oldMode]?.[newMode] !== true) return undefined;
@@ -1563,6 +1632,11 @@ function isFixedDelivery(deliveryMode: number): boolean {
 /** A level-triggered message with level 0: the de-assert half of a level IPI (x86-controllers.md §3.4). */
 function isLevelDeassert(message: InterruptMessage): boolean {
   return message.triggerMode === TriggerMode.Level && !message.level;
+}
+
+/** Whether an APIC whose IA32_APIC_BASE low word is `apicBaseLow` decodes its xAPIC page: EN = 1, EXTD = 0 (`decodesMmio`). */
+function decodesXapicPage(apicBaseLow: number): boolean {
+  return apicModeOf(apicBaseLow) === ApicMode.Xapic;
 }
 
 function isDecodedXapicAccess(offset: number, size: number): boolean {
