@@ -45,10 +45,11 @@ import type { Event } from '../event/event.ts';
 import type { IrqEdgeEvent, IrqLevelEvent } from '../event/irq-event.ts';
 import { defaultIrqRoutes, validateRoute, type IrqRoute } from '../routing/irq-route.ts';
 import { decodeRouteWords, encodeRouteWords, routeWordCount } from '../routing/shared-routing-table.ts';
-import { KVM_IOAPIC_NUM_PINS, KVM_MAX_IRQ_ROUTES, KVM_PIT_CONFIG_BYTES, KVM_PIT_SPEAKER_DUMMY, KvmIoctl } from './kvm-abi.ts';
+import { KVM_IOAPIC_NUM_PINS, KVM_MAX_IRQ_ROUTES, KvmIoctl } from './kvm-abi.ts';
 import { KvmChipHandles, checkKvmChipRequirements, type KvmCapName } from './kvm-chip-handles.ts';
 import { encodeKvmRouting } from './kvm-gsi-routing.ts';
 import { irqfdEvent } from './kvm-irqfd.ts';
+import { createKvmPit } from './kvm-pit.ts';
 import { KvmVm, type KvmVmDescriptor } from './kvm-vm.ts';
 import { OsEvent } from './os-event.ts';
 
@@ -91,9 +92,7 @@ export class KvmKernelIrqChip implements IrqChip {
   static create(vm: KvmVm, options: KvmKernelIrqChipOptions): KvmKernelIrqChip {
     checkKvmChipRequirements(vm, options.vcpuCount, KVM_KERNEL_CHIP_CAPS);
     vm.ioctl(KvmIoctl.CREATE_IRQCHIP, 0, 'KVM_CREATE_IRQCHIP (create the chip before any vCPU)');
-    const pitConfig = new Uint32Array(KVM_PIT_CONFIG_BYTES / Uint32Array.BYTES_PER_ELEMENT);
-    pitConfig[0] = KVM_PIT_SPEAKER_DUMMY;
-    vm.ioctl(KvmIoctl.CREATE_PIT2, pitConfig, 'KVM_CREATE_PIT2');
+    createKvmPit(vm);
     const routeWords = allocateStateWords(routeWordCount(KVM_MAX_IRQ_ROUTES));
     encodeRouteWords(defaultIrqRoutes(KVM_IOAPIC_NUM_PINS), routeWords, ROUTES_AT);
     return KvmKernelIrqChip.build(vm, options.vcpuCount, routeWords);

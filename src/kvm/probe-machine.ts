@@ -7,14 +7,12 @@
  */
 
 import { existsSync } from 'node:fs';
-import type { Clock } from '../base/clock.ts';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import type { DeviceInterruptChip } from '../device/device-chip.ts';
 import { IrqEventService } from '../chip/irq-event-service.ts';
 import { UserspaceIrqChip } from '../chip/userspace-irq-chip.ts';
 import type { EventDescriptor } from '../event/event.ts';
-import type { LocalApic } from '../x86/lapic/local-apic.ts';
-import { createModeChip, describeModeChip, modeChipView, type ChipDescriptor, type ChipMode, type ModeChip } from './chip-mode.ts';
+import { createModeChip, describeModeChip, type ChipDescriptor, type ChipMode, type ModeChip } from './chip-mode.ts';
 import { loadIrqProbe, type IrqProbeConfig } from './irq-probe.ts';
 import { GuestTscClock, type GuestTscClockDescriptor } from './kvm-guest-tsc.ts';
 import { waitForLogWord } from './kvm-test-support.ts';
@@ -114,14 +112,6 @@ export function createProbeMachine(mode: ChipMode, vcpuCount = 1): ProbeMachine 
   const modeChip = createModeChip(vm, mode, { vcpuCount, ...(guestTsc === undefined ? {} : { userspace: { clock: guestTsc, tscHz: guestTsc.tscHz } }) });
   const machine: ProbeMachine = { mode, vcpuCount, vm, log, modeChip, chip: modeChip.chip, deviceChip: modeChip.chip };
   return modeChip.mode === 'userspace' && guestTsc !== undefined ? { ...machine, userspaceChip: modeChip.chip, guestTsc } : machine;
-}
-
-/**
- * The chip view the vCPU worker builds, and the local APIC its loop serves (userspace chip), its
- * timers on `clock` (the machine's `guestTsc` on this thread; without one, the host's clock).
- */
-export function chipView(descriptor: ChipDescriptor, clock?: Clock): { readonly chip: IrqChip; readonly localApic?: (vcpuId: number) => LocalApic } {
-  return modeChipView(descriptor, clock);
 }
 
 /** A running probe: its vCPU threads and (for chips that need one) the service loop. */

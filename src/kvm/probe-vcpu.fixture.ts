@@ -9,7 +9,8 @@ import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT, type BusDevice } from '../ch
 import { IrqAllocator } from '../chip/irq-allocator.ts';
 import { enterIrqProbe, ProbePort } from './irq-probe.ts';
 import { GuestTscClock } from './kvm-guest-tsc.ts';
-import { chipView, ProbeLog, recordLog, type ProbeVcpuData } from './probe-machine.ts';
+import { modeChipView } from './chip-mode.ts';
+import { ProbeLog, recordLog, type ProbeVcpuData } from './probe-machine.ts';
 import { setUpVcpu } from './vcpu-setup.ts';
 import { attachVcpuThread } from './vcpu-thread.ts';
 import { KvmVcpuLoop } from './vcpu-loop.ts';
@@ -25,7 +26,7 @@ const { vcpu } = attached;
 const data = attached.data as ProbeVcpuData;
 const log = new Int32Array(data.log);
 const clock = data.guestTsc === undefined ? undefined : GuestTscClock.fromDescriptor(data.guestTsc);
-const view = chipView(data.chip, clock);
+const view = modeChipView(data.chip, clock);
 const deviceTrigger = data.deviceTrigger === undefined ? undefined : OsEvent.fromDescriptor(data.deviceTrigger);
 
 /** The guest's report ports: counts per vector; optionally the benchmark's device, re-signalling at each report. */

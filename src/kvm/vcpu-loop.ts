@@ -87,7 +87,7 @@ export class KvmVcpuLoop {
         if (this.vcpu.stopRequested) return { reason: 'stopped' };
         if (this.endRequested) return { reason: 'ended' };
         const exit = this.step();
-        if (exit !== undefined && isFatal(exit)) return { reason: 'fatal-exit', exit };
+        if (exit !== undefined && isFatalExit(exit)) return { reason: 'fatal-exit', exit };
       }
     } finally {
       this.dispose();
@@ -167,7 +167,7 @@ export class KvmVcpuLoop {
   }
 }
 
-/** Exits after which the vCPU cannot go on. */
-function isFatal(exit: number): boolean {
+/** Exits after which the vCPU cannot go on: `run()` ends on them. */
+export function isFatalExit(exit: number): boolean {
   return exit === KvmExit.SHUTDOWN || exit === KvmExit.FAIL_ENTRY || exit === KvmExit.INTERNAL_ERROR || exit === KvmExit.EXCEPTION || exit === KvmExit.UNKNOWN;
 }

@@ -9,7 +9,10 @@ import type { Bus, BusDevice } from '../chip/bus.ts';
 import { deviceChipOf, type ModeChip } from '../kvm/chip-mode.ts';
 import type { KvmVm } from '../kvm/kvm-vm.ts';
 import type { IrqLine } from './devices/irq-line.ts';
+import { HostClock } from '../base/clock.ts';
 import { FwCfg } from './devices/fw-cfg.ts';
+import { Pit8254 } from './devices/pit-8254.ts';
+import { startPitTimer, type PitTimer } from './devices/pit-timer.ts';
 import { IsaDebugExit } from './devices/isa-debug-exit.ts';
 import { PcTestdev } from './devices/pc-testdev.ts';
 import type { PortDevice } from './devices/port-device.ts';
@@ -49,6 +52,7 @@ interface CountingDevice extends BusDevice {
 }
 
 export function createMachineDevices(options: MachineDevicesOptions): MachineDevices {
+  const hostClock = new HostClock();
   const chip = deviceChipOf(options.modeChip);
   const line = (gsi: number): IrqLine => ({
     setLevel: (level) => {
@@ -74,12 +78,25 @@ export function createMachineDevices(options: MachineDevicesOptions): MachineDev
     }),
     Port.TestdevIrq,
   );
+  // The PIT: KVM's for the kernel chip (KvmKernelIrqChip creates it; it serves 0x40-0x43 and 0x61
+  // in the kernel), ours on GSI 0 for the split and userspace chips, as crosvm's chips have it.
+  let pitTimer: PitTimer | undefined;
+  const pit = options.modeChip.mode === 'kernel' ? undefined : new Pit8254({ clock: hostClock, irqLine: line(Gsi.Pit) });
+  if (pit !== undefined) {
+    placePorts(pit, Port.Pit);
+    placePorts(pit.systemControlPort, Port.SystemControlB);
+  }
   placePorts(new FwCfg({ cpuCount: options.cpus, maxCpus: options.cpus, ramBytes: options.memoryBytes, commandLine: options.commandLine }), Port.FwCfg);
 
   return {
     forwardedRanges: { io, mmio },
-    start: () => undefined,
-    stop: () => undefined,
+    start: () => {
+      if (pit !== undefined) pitTimer ??= startPitTimer(pit, hostClock);
+    },
+    stop: () => {
+      pitTimer?.stop();
+      pitTimer = undefined;
+    },
     failure: () => undefined,
     counters: () => Object.fromEntries(counted.map((device) => [device.busName, device.counters()])),
   };
