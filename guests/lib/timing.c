@@ -20,10 +20,6 @@
 static u64 ticks_per_ms;
 
 int timing_init(void) {
-#ifdef DEV_TSC_KHZ /* TEMPORARY (development without a PIT): remove */
-  ticks_per_ms = DEV_TSC_KHZ;
-  return 0;
-#endif
   u8 control = inb(SYSTEM_CONTROL_B);
   outb(SYSTEM_CONTROL_B, (u8)((control & ~SCB_SPEAKER) | SCB_GATE2));
   outb(PIT_CONTROL, PIT_COUNTER2_MODE0);

@@ -119,7 +119,12 @@ export class Bus {
   }
 }
 
+/** Whether a bus carries accesses of `size` bytes (1, 2, 4 or 8). */
+export function isBusAccessSize(size: number): boolean {
+  return ACCESS_SIZES.has(size);
+}
+
 function checkAccessSize(size: number): void {
-  if (!ACCESS_SIZES.has(size)) throw new IrqChipError(ErrorCode.EINVAL, `access size must be 1, 2, 4 or 8 bytes, got ${String(size)}`);
+  if (!isBusAccessSize(size)) throw new IrqChipError(ErrorCode.EINVAL, `access size must be 1, 2, 4 or 8 bytes, got ${String(size)}`);
 }
 

@@ -102,6 +102,7 @@ export function modeChipCounters(modeChip: ModeChip): Record<string, Readonly<Re
   const { chip } = modeChip;
   const sections: Record<string, Readonly<Record<string, number>>> = { chip: chip.counters(), pic: chip.pic.counters(), ioapic: chip.ioapic.counters() };
   if (modeChip.mode === 'userspace') {
+    sections.apicBus = modeChip.chip.apicBus.counters();
     for (let vcpuId = 0; vcpuId < modeChip.chip.vcpuCount; vcpuId++) sections[`lapic${vcpuId}`] = modeChip.chip.localApic(vcpuId).counters();
   }
   return sections;

@@ -186,6 +186,12 @@ export class KvmVcpu implements Vcpu {
     writeLittleEndian(this.runView, KvmRunLayout.MMIO_DATA, Math.min(this.mmioSize(), 4), value);
   }
 
+  /** Completes an MMIO read of any size (1-8 bytes) with all ones: the floating bus of an undecoded access. */
+  setMmioAllOnes(): void {
+    this.run8.fill(0, KvmRunLayout.MMIO_DATA, KvmRunLayout.MMIO_DATA + 8);
+    this.run8.fill(0xff, KvmRunLayout.MMIO_DATA, KvmRunLayout.MMIO_DATA + this.mmioSize());
+  }
+
   /** KVM_EXIT_IOAPIC_EOI: the vector the guest's local APIC EOI'd. */
   eoiVector(): number {
     return this.run8[KvmRunLayout.EOI_VECTOR] ?? 0;

@@ -20,7 +20,7 @@
  */
 
 import { HostClock, type Clock } from '../base/clock.ts';
-import type { Bus } from '../chip/bus.ts';
+import { isBusAccessSize, type Bus } from '../chip/bus.ts';
 import { readVcpuMmio, writeVcpuMmio } from '../chip/chip-bus-devices.ts';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import type { LocalApic } from '../x86/lapic/local-apic.ts';
@@ -56,6 +56,8 @@ const MIN_TIMER_DELAY_NS = 1;
 export class KvmVcpuLoop {
   /** Exits seen, by KvmExit value. */
   readonly exitCounts = new Map<number, number>();
+  /** MMIO exits of a size no register takes (a page-crossing access split by KVM): not decoded. */
+  oddSizedMmioAccesses = 0;
   /** Set by a device (on this thread) to end the loop after the current exit. */
   endRequested = false;
   private readonly vcpu: KvmVcpu;
@@ -136,6 +138,14 @@ export class KvmVcpuLoop {
         else vcpu.setIoValue(this.io.read(vcpu.ioPort(), vcpu.ioSize(), this.accessor));
         return;
       case KvmExit.MMIO:
+        // KVM's emulator splits an access that crosses a page at the boundary (x86 emulator_read_write),
+        // so a guest can make exits of 3, 5, 6 or 7 bytes. No register takes such an access: it is
+        // not decoded (reads all ones, writes dropped), and counted.
+        if (!isBusAccessSize(vcpu.mmioSize())) {
+          this.oddSizedMmioAccesses++;
+          if (!vcpu.mmioIsWrite()) vcpu.setMmioAllOnes();
+          return;
+        }
         // Our local APIC first, wherever its IA32_APIC_BASE put its page and while it decodes it; the bus takes the rest.
         if (vcpu.mmioIsWrite()) writeVcpuMmio(this.apic, this.mmio, vcpu.mmioAddress(), vcpu.mmioSize(), vcpu.mmioValue(), this.accessor);
         else vcpu.setMmioValue(readVcpuMmio(this.apic, this.mmio, vcpu.mmioAddress(), vcpu.mmioSize(), this.accessor));

@@ -28,7 +28,10 @@ function formatCounters(counters: Readonly<Record<string, number>>): string | un
 
 export function formatMachineReport(report: MachineReport): string {
   const lines = [`irqchip run: ${describeEnd(report.end)}; exit code ${report.exitCode}`];
-  for (const vcpu of report.vcpus) lines.push(`  vcpu${vcpu.vcpuId} exits: ${formatCounters(vcpu.exits) ?? 'none'}`);
+  for (const vcpu of report.vcpus) {
+    const odd = vcpu.oddSizedMmioAccesses === 0 ? '' : `; MMIO accesses of a size no register takes (not decoded): ${vcpu.oddSizedMmioAccesses}`;
+    lines.push(`  vcpu${vcpu.vcpuId} exits: ${formatCounters(vcpu.exits) ?? 'none'}${odd}`);
+  }
   lines.push(`  device accesses forwarded: ${report.forwardedAccesses}`);
   for (const [section, counters] of Object.entries(report.counters)) {
     const text = formatCounters(counters);

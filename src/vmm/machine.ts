@@ -9,7 +9,9 @@
  * and the counters of the vCPUs, the chip and the devices. A guest cannot make it throw or hang.
  */
 
+import { EventEmitter, once } from 'node:events';
 import { writeSync } from 'node:fs';
+import { setTimeout as delay } from 'node:timers/promises';
 import { ErrorCode, IrqChipError, checkRange } from '../base/errors.ts';
 import { IrqEventService } from '../chip/irq-event-service.ts';
 import { Bus, IO_ADDRESS_LIMIT, MMIO_ADDRESS_LIMIT } from '../chip/bus.ts';
@@ -105,6 +107,8 @@ export class Machine {
   private readonly ended: Promise<MachineEnd>;
   private finished = false;
   private ran = false;
+  /** What each vCPU worker that failed threw (a VMM bug: the report carries its message). */
+  private readonly workerErrors = new Map<number, Error>();
 
   private constructor(
     /** What was loaded, and how (warnings included). */
@@ -172,7 +176,12 @@ export class Machine {
           ...(guestTsc === undefined ? {} : { guestTsc: guestTsc.descriptor() }),
           ...(vcpuId === 0 ? { boot: loaded.boot } : {}),
         };
-        machine.threads.push(await VcpuThread.start(vm, { vcpuId, module: VCPU_WORKER, data, transferList }));
+        const thread = await VcpuThread.start(vm, { vcpuId, module: VCPU_WORKER, data, transferList });
+        const watched = machine;
+        thread.worker.once('error', (error) => {
+          watched.workerErrors.set(vcpuId, error);
+        });
+        machine.threads.push(thread);
       }
       if (!(await openStartGate(status, options.cpus, START_GATE_TIMEOUT_MS))) throw new IrqChipError(ErrorCode.EAGAIN, `the vCPUs were not set up within ${START_GATE_TIMEOUT_MS} ms`);
       machine.watchVcpus();
@@ -235,10 +244,12 @@ export class Machine {
           seen = endedVcpus(this.status);
           const stopped = this.threads.map((thread) => readVcpuStatus(this.status, thread.vcpuId)).find((vcpu) => vcpu.end === VcpuEnd.FatalExit || vcpu.end === VcpuEnd.WorkerError);
           if (stopped !== undefined) {
+            // The worker's error event follows its status word: let it land so the report can name it.
+            if (stopped.end === VcpuEnd.WorkerError) await Promise.race([once(this.threads[stopped.vcpuId]?.worker ?? new EventEmitter(), 'exit'), delay(WORKER_ERROR_GRACE_MS)]);
             this.finish(
               stopped.end === VcpuEnd.FatalExit
                 ? { kind: 'vcpu-stopped', vcpuId: stopped.vcpuId, exit: readExitName(stopped.fatalExit) }
-                : { kind: 'vmm-error', error: new Error(`vCPU ${stopped.vcpuId}'s worker failed`) },
+                : { kind: 'vmm-error', error: new Error(`vCPU ${stopped.vcpuId}'s worker failed: ${this.workerErrors.get(stopped.vcpuId)?.message ?? 'no error reported'}`) },
             );
             return;
           }
@@ -272,6 +283,9 @@ export class Machine {
 
 /** How long the vCPU workers may take to set up (a worker loads tsx first; 2 cores, many vCPUs). */
 const START_GATE_TIMEOUT_MS = 60_000;
+
+/** How long the watcher waits for a failed worker's error to arrive. */
+const WORKER_ERROR_GRACE_MS = 1000;
 
 /** How often the watcher looks for a device or service fault while no vCPU ends. */
 const FAULT_POLL_MS = 100;

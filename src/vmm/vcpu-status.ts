@@ -8,8 +8,8 @@
  * until every one is created and set up.
  *
  * Layout (Int32 words): 0 vCPUs ended (the machine waits on it), 1 vCPUs set up, 2 the gate (1:
- * open); then per vCPU v at VCPUS_AT + v × VCPU_WORDS: end reason, fatal exit reason, then one
- * count per exit reason.
+ * open); then per vCPU v at VCPUS_AT + v × VCPU_WORDS: end reason, fatal exit reason, MMIO
+ * accesses of a size no register takes, then one count per exit reason.
  */
 
 import { waitAsyncKeepingAlive } from '../base/wait-async.ts';
@@ -21,8 +21,8 @@ const GATE = 2;
 const VCPUS_AT = 4;
 /** Exit reasons counted: KVM's exit reasons we serve are all below this. */
 export const COUNTED_EXIT_REASONS = 40;
-const VCPU_WORDS = 2 + COUNTED_EXIT_REASONS;
-const Field = { End: 0, FatalExit: 1, Counts: 2 } as const;
+const VCPU_WORDS = 3 + COUNTED_EXIT_REASONS;
+const Field = { End: 0, FatalExit: 1, OddSizedMmio: 2, Counts: 3 } as const;
 
 /** How a vCPU's loop ended: still running, stopped by the machine, or on its own. */
 export const VcpuEnd = { Running: 0, Stopped: 1, FatalExit: 2, WorkerError: 3 } as const;
@@ -38,6 +38,14 @@ export interface VcpuStatus {
   readonly fatalExit: number;
   /** Exits served, by reason name. */
   readonly exits: Readonly<Record<string, number>>;
+  /** MMIO exits of 3, 5, 6 or 7 bytes (a page-crossing access): not decoded (`KvmVcpuLoop`). */
+  readonly oddSizedMmioAccesses: number;
+}
+
+/** What a vCPU loop counted, as `recordVcpuEnd` stores it. */
+export interface VcpuLoopCounts {
+  readonly exitCounts: ReadonlyMap<number, number>;
+  readonly oddSizedMmioAccesses: number;
 }
 
 export function createVcpuStatus(vcpuCount: number): SharedArrayBuffer {
@@ -69,10 +77,11 @@ export async function openStartGate(status: SharedArrayBuffer, vcpuCount: number
 }
 
 /** In the worker: records how the loop ended and its exit counts, and wakes the machine. */
-export function recordVcpuEnd(status: SharedArrayBuffer, vcpuId: number, end: VcpuEnd, fatalExit: number, exitCounts: ReadonlyMap<number, number>): void {
+export function recordVcpuEnd(status: SharedArrayBuffer, vcpuId: number, end: VcpuEnd, fatalExit: number, counts: VcpuLoopCounts): void {
   const words = new Int32Array(status);
   const base = VCPUS_AT + vcpuId * VCPU_WORDS;
-  for (const [reason, count] of exitCounts) {
+  words[base + Field.OddSizedMmio] = counts.oddSizedMmioAccesses;
+  for (const [reason, count] of counts.exitCounts) {
     if (reason >= 0 && reason < COUNTED_EXIT_REASONS) words[base + Field.Counts + reason] = count;
   }
   words[base + Field.FatalExit] = fatalExit;
@@ -99,5 +108,11 @@ export function readVcpuStatus(status: SharedArrayBuffer, vcpuId: number): VcpuS
     const count = Atomics.load(words, base + Field.Counts + reason);
     if (count !== 0) exits[EXIT_REASON_NAMES[reason] ?? `exit-${reason}`] = count;
   }
-  return { vcpuId, end: Atomics.load(words, base + Field.End) as VcpuEnd, fatalExit: Atomics.load(words, base + Field.FatalExit), exits };
+  return {
+    vcpuId,
+    end: Atomics.load(words, base + Field.End) as VcpuEnd,
+    fatalExit: Atomics.load(words, base + Field.FatalExit),
+    exits,
+    oddSizedMmioAccesses: Atomics.load(words, base + Field.OddSizedMmio),
+  };
 }

@@ -17,12 +17,12 @@ import { attachVcpuThread } from '../kvm/vcpu-thread.ts';
 import { KvmVcpuLoop } from '../kvm/vcpu-loop.ts';
 import { ForwardedRange, MailboxBus } from './device-mailbox.ts';
 import type { MachineVcpuData } from './machine-vcpu-data.ts';
-import { VcpuEnd, recordVcpuEnd, waitAtStartGate } from './vcpu-status.ts';
+import { VcpuEnd, recordVcpuEnd, waitAtStartGate, type VcpuLoopCounts } from './vcpu-status.ts';
 import { startBootProcessor } from './loader/boot-processor.ts';
 
 const { vcpu, data: untyped } = attachVcpuThread();
 const data = untyped as MachineVcpuData;
-let exitCounts: ReadonlyMap<number, number> = new Map();
+let loopCounts: VcpuLoopCounts = { exitCounts: new Map(), oddSizedMmioAccesses: 0 };
 try {
   const clock = data.guestTsc === undefined ? undefined : GuestTscClock.fromDescriptor(data.guestTsc);
   setUpVcpu(vcpu, { vcpuCount: data.vcpuCount, ...(clock === undefined ? {} : { userspaceLocalApic: { clock } }) });
@@ -41,14 +41,14 @@ try {
     ...(view.localApic === undefined ? {} : { localApic: view.localApic(vcpu.id) }),
     ...(clock === undefined ? {} : { clock }),
   });
-  exitCounts = loop.exitCounts;
+  loopCounts = loop;
   if (data.boot !== undefined) startBootProcessor(vcpu, data.boot);
   waitAtStartGate(data.status, () => vcpu.stopRequested);
   const end = loop.run();
-  if (end.reason === 'fatal-exit') recordVcpuEnd(data.status, vcpu.id, VcpuEnd.FatalExit, end.exit, exitCounts);
-  else recordVcpuEnd(data.status, vcpu.id, VcpuEnd.Stopped, 0, exitCounts);
+  if (end.reason === 'fatal-exit') recordVcpuEnd(data.status, vcpu.id, VcpuEnd.FatalExit, end.exit, loopCounts);
+  else recordVcpuEnd(data.status, vcpu.id, VcpuEnd.Stopped, 0, loopCounts);
 } catch (error) {
-  recordVcpuEnd(data.status, vcpu.id, VcpuEnd.WorkerError, 0, exitCounts);
+  recordVcpuEnd(data.status, vcpu.id, VcpuEnd.WorkerError, 0, loopCounts);
   throw error;
 } finally {
   vcpu.close();
