@@ -204,6 +204,20 @@ describe('the C test guests, in every chip mode', { skip }, () => {
         ]);
       });
 
+      test('pit: the 8254 on GSI 0 (ours, or KVM\'s for the kernel chip): rate generator through the 8259A, calibration, status, missed ticks', async () => {
+        const run = await runGuest('pit', mode, 1);
+        assert.equal(run.report.exitCode, PASSED_EXIT_CODE, transcript(run));
+        assert.match(run.serial, /^pit: all checks passed$/m, transcript(run));
+        // Ours serves the split and userspace chips; KVM's serves the kernel chip, and ours is not there.
+        assert.equal('pit-8254' in run.report.counters, mode !== 'kernel');
+      });
+
+      test('apic-base: the local APIC page follows IA32_APIC_BASE, and a disabled or x2APIC-mode APIC decodes no page', async () => {
+        const run = await runGuest('apic-base', mode, 1);
+        assert.equal(run.report.exitCode, PASSED_EXIT_CODE, transcript(run));
+        assert.match(run.serial, /^apic-base: PASS \(x2APIC part run\)$/m, transcript(run));
+      });
+
       test('misbehave: garbage in every controller, IPIs to nobody, a level storm and no EOIs end with the guest\'s own code, and the counters say so', async () => {
         const run = await runGuest('misbehave', mode, 1);
         assert.deepEqual(run.report.end, { kind: 'guest-exit', value: MISBEHAVE_SURVIVED }, transcript(run));

@@ -28,13 +28,16 @@ export interface RunCommandOptions {
   readonly serialOutput?: (byte: number) => void;
 }
 
+/** What the common reasons a file cannot be read mean, for people. */
+const READ_FAILURES: Readonly<Record<string, string>> = { ENOENT: 'no such file', EACCES: 'permission denied', EISDIR: 'it is a directory' };
+
 /** Reads the image, refusing clearly what cannot be read. */
 function readImage(path: string): Uint8Array {
   try {
     return readFileSync(path);
   } catch (error) {
-    const reason = error instanceof Error && 'code' in error ? String(error.code) : String(error);
-    throw new IrqChipError(ErrorCode.ENOENT, `cannot read the image '${path}': ${reason}`);
+    const code = error instanceof Error && 'code' in error ? String(error.code) : '';
+    throw new IrqChipError(ErrorCode.ENOENT, `cannot read the image '${path}': ${READ_FAILURES[code] ?? (code || String(error))}`);
   }
 }
 

@@ -17,7 +17,7 @@ import { KvmVm } from '../../kvm/kvm-vm.ts';
 import { Port } from '../machine-layout.ts';
 import { startBootProcessor } from './boot-processor.ts';
 import { loadImage, type LoadImageOptions } from './load-image.ts';
-import { AOUT_KLUDGE_FLAGS, HANDSHAKE_REPORTER, PROTECTED_MODE_REPORTER, REPORT_PORT, buildElf, multibootHeader } from './loader-test-support.ts';
+import { AOUT_KLUDGE_FLAGS, HANDSHAKE_REPORTER, PROTECTED_MODE_REPORTER, REPORT_PORT, buildElf, documentedQemuOutput, multibootHeader } from './loader-test-support.ts';
 import { MULTIBOOT_BOOTLOADER_MAGIC } from './multiboot-header.ts';
 
 const skip = kvmSkipReason('images started on KVM by the loaders');
@@ -79,21 +79,6 @@ function runUntilDebugExit(vcpu: KvmVcpu): Run {
 /** The first four bytes of `text` as a little-endian dword: what the guests read at the command line. */
 function firstDword(text: string): number {
   return new DataView(new TextEncoder().encode(text).buffer).getUint32(0, true);
-}
-
-const HELLO_SOURCE = new URL('../../../guests/multiboot/hello.c', import.meta.url);
-const EXPECTED_START = 'the serial output is exactly:';
-
-/** The serial output multiboot-hello.c's header documents under qemu-system-x86_64 -kernel. */
-function documentedQemuOutput(): string {
-  const lines = readFileSync(HELLO_SOURCE, 'utf8').split('\n');
-  const start = lines.findIndex((line) => line.includes(EXPECTED_START));
-  const block = lines.slice(start + 2);
-  const end = block.findIndex((line) => line.trim() === '*');
-  return block
-    .slice(0, end)
-    .map((line) => `${line.replace(/^ \* {3}/, '')}\n`)
-    .join('');
 }
 
 describe('images started on KVM', { skip }, () => {

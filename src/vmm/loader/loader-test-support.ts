@@ -4,6 +4,7 @@
  * started with. Not part of the package's API.
  */
 
+import { readFileSync } from 'node:fs';
 import { Port } from '../machine-layout.ts';
 import { ElfMachine } from './elf-image.ts';
 import { MULTIBOOT_HEADER_MAGIC, MultibootHeaderFlag, type MultibootLoadAddresses } from './multiboot-header.ts';
@@ -130,3 +131,18 @@ export const PROTECTED_MODE_REPORTER = [
 
 /** The a.out kludge's flag with the two requirements every loader meets. */
 export const AOUT_KLUDGE_FLAGS = MultibootHeaderFlag.AoutKludge | MultibootHeaderFlag.PageAlign | MultibootHeaderFlag.MemoryInfo;
+
+const HELLO_SOURCE = new URL('../../../guests/multiboot/hello.c', import.meta.url);
+const EXPECTED_START = 'the serial output is exactly:';
+
+/** The serial output multiboot-hello.c's header documents under qemu-system-x86_64 -kernel. */
+export function documentedQemuOutput(): string {
+  const lines = readFileSync(HELLO_SOURCE, 'utf8').split('\n');
+  const start = lines.findIndex((line) => line.includes(EXPECTED_START));
+  const block = lines.slice(start + 2);
+  const end = block.findIndex((line) => line.trim() === '*');
+  return block
+    .slice(0, end)
+    .map((line) => `${line.replace(/^ \* {3}/, '')}\n`)
+    .join('');
+}
