@@ -174,5 +174,5 @@ export {
   type VfioPciCounterName,
   type VfioPciInterruptsOptions,
 } from './vfio/vfio-pci-interrupts.ts';
-export { MSI_CAPABILITY_BYTES, MSI_CAPABILITY_ID, MSI_ENABLE, VfioMsiCapability, type VfioMsiCapabilityOptions } from './vfio/vfio-msi-capability.ts';
+export { MSI_CAPABILITY_BYTES, MSI_CAPABILITY_ID, MSI_COUNTER_NAMES, MSI_ENABLE, MSI_MAX_VECTORS, MSI_MME_SHIFT, MsiCapability, type MsiCapabilityOptions, type MsiCounterName } from './device/msi-capability.ts';
 export { VfioVectorGroup, type VectorGroupHost } from './vfio/vfio-vector-group.ts';

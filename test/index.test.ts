@@ -10,7 +10,7 @@ test('the public entry point exports the foundation and controller names', () =>
   for (const name of names) {
     assert.ok(name in irqchip, `${name} is exported`);
   }
-  assert.deepEqual(Object.values(irqchip.ErrorCode).sort(), ['EAGAIN', 'EBADF', 'EBUSY', 'EEXIST', 'EFAULT', 'EINVAL', 'ENODEV', 'ENOENT', 'ENOSPC', 'ENOTTY', 'ERANGE']);
+  assert.deepEqual(Object.values(irqchip.ErrorCode).sort(), ['EAGAIN', 'EBADF', 'EBUSY', 'EEXIST', 'EFAULT', 'EINVAL', 'ENODEV', 'ENOENT', 'ENOEXEC', 'ENOSPC', 'ENOTTY', 'ERANGE']);
 });
 
 test('IrqChipError carries its errno-like code and says it in the message', () => {

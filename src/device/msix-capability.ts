@@ -49,7 +49,7 @@
 import { ErrorCode, check, checkRange } from '../base/errors.ts';
 import { allOnes } from '../base/integers.ts';
 import type { BusDevice } from '../chip/bus.ts';
-import { isOutOfGsis, msiConfig } from './chip-interrupt-group.ts';
+import { msiConfig } from './chip-interrupt-group.ts';
 import { InterruptSourceType, type MsiIrqSourceConfig } from './interrupt-source.ts';
 import {
   GUEST_ACCESS_COUNTER_NAMES,
@@ -57,6 +57,7 @@ import {
   messageControlOf,
   nextCapabilityPointer,
   pendingBits,
+  unmaskForDelivery,
   type MessageVectorGroup,
 } from './pci-capability.ts';
 import { DWORD_BYTES, QWORD_BYTES, isConfigAccess, isNaturalAccess, loadLe32, readLanes, storeLe32, writeLanes } from './register-lanes.ts';
@@ -293,12 +294,7 @@ export class MsixCapability {
       this.group.mask(vector);
       return;
     }
-    try {
-      this.group.unmask(vector);
-    } catch (error) {
-      if (!isOutOfGsis(error)) throw error;
-      this.count('gsiExhausted');
-    }
+    if (!unmaskForDelivery(this.group, vector)) this.count('gsiExhausted');
   }
 
   private writeTableDword(dword: number, value: number): void {

@@ -2,7 +2,7 @@
  * What the PCI message-interrupt capability models share: the vectors they drive, the capability
  * header, the guest-access counters and the pending bits (PCI Local Bus 3.0 §6.7, §6.8).
  *
- * A capability model (`MsixCapability`; VFIO's `VfioMsiCapability`) is the guest's side of a block
+ * A capability model (`MsixCapability`, `MsiCapability`) is the guest's side of a block
  * of message vectors: it keeps the registers the guest programs and turns guest accesses into
  * `MessageVectorGroup` calls. The block behind it is the device layer's `ChipInterruptGroup` (an
  * emulated device's vectors, delivered through the chip) or VFIO's `VfioVectorGroup` (a
@@ -10,6 +10,7 @@
  */
 
 import { checkRange } from '../base/errors.ts';
+import { isOutOfGsis } from './chip-interrupt-group.ts';
 import type { InterruptSourceType, MsiIrqSourceConfig } from './interrupt-source.ts';
 
 /**
@@ -83,4 +84,19 @@ export function pendingBits(vectors: MessageVectorGroup, first: number, count: n
   const last = Math.min(first + count, vectors.len());
   for (let vector = first; vector < last; vector++) if (vectors.getPendingState(vector)) bits |= 1 << (vector - first);
   return bits >>> 0;
+}
+
+/**
+ * Makes `vector` deliverable (`group.unmask`). False when the group has no GSI left for it
+ * (ENOSPC): the vector then stays masked for delivery, its interrupts held pending, and the
+ * capability retries at the vector's next unmask. Any other refusal is a bug and is rethrown.
+ */
+export function unmaskForDelivery(group: MessageVectorGroup, vector: number): boolean {
+  try {
+    group.unmask(vector);
+    return true;
+  } catch (error) {
+    if (!isOutOfGsis(error)) throw error;
+    return false;
+  }
 }

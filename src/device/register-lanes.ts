@@ -1,6 +1,6 @@
 /**
  * Byte lanes of guest register accesses, for the PCI capability models (`MsixCapability`,
- * `VfioMsiCapability`): a guest reads or writes 1, 2 or 4 bytes of a DWORD register
+ * `MsiCapability`): a guest reads or writes 1, 2 or 4 bytes of a DWORD register
  * (configuration space, PCI Local Bus 3.0 §6.1), or whole DWORDs and QWORDs of an MSI-X table
  * (§6.8.2). Little-endian, as PCI is.
  */

@@ -1,11 +1,11 @@
 /**
- * MSI end to end through VfioMsiCapability: enable/disable cycles, per-vector masking, Multiple
+ * MSI end to end through MsiCapability: enable/disable cycles, per-vector masking, Multiple
  * Message Enable, and the switch to MSI-X; the SET_IRQS calls are recorded as in the MSI-X tests.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { msiTo } from '../device/device-test-support.ts';
-import { MSI_ENABLE } from './vfio-msi-capability.ts';
+import { MSI_ENABLE } from '../device/msi-capability.ts';
 import { VFIO_PCI_MSI_IRQ_INDEX as MSI } from './vfio-uapi.ts';
 import { deliverAll, makePassthroughRig, type PassthroughRig } from './vfio-pci-test-support.ts';
 
@@ -100,30 +100,5 @@ describe('VfioPciInterrupts: MSI end to end', () => {
     rig.guest.setControl(true, false);
     assert.deepEqual(callsOf(rig, () => { enableMsi(rig, 2); }), []);
     assert.deepEqual(callsOf(rig, () => { rig.guest.setControl(false, false); }), ['msix trigger none @0+0', 'msi trigger eventfd @0 [#,#,#,#]']);
-  });
-});
-
-describe('VfioMsiCapability: the guest\'s registers', () => {
-  test('header: ID 0x05, MMC = 4 vectors, 64-bit and per-vector masking capable; MME and Enable as written', () => {
-    const rig = makePassthroughRig();
-    assert.equal(rig.msi.readConfig(0, 1), 0x05);
-    assert.equal(rig.msi.readConfig(2, 2), (2 << 1) | (1 << 7) | (1 << 8));
-    rig.msi.writeConfig(2, 2, MSI_ENABLE | (2 << MME_SHIFT));
-    assert.equal(rig.msi.readConfig(2, 2), MSI_ENABLE | (2 << MME_SHIFT) | (2 << 1) | (1 << 7) | (1 << 8));
-    assert.equal(rig.msi.enabledVectorCount(), 4);
-  });
-
-  test('an MME above MMC is taken as MMC and counted; reserved bits are not stored; odd accesses dropped', () => {
-    const rig = makePassthroughRig();
-    rig.msi.writeConfig(2, 2, 5 << MME_SHIFT);
-    assert.equal(rig.msi.enabledVectorCount(), 4);
-    rig.msi.writeConfig(4, 4, 0xfee00003);
-    assert.equal(rig.msi.readConfig(4, 4), 0xfee00000);
-    rig.msi.writeConfig(16, 4, 0xffffffff);
-    assert.equal(rig.msi.readConfig(16, 4), 0xf, 'mask bits past the 4 vectors are reserved');
-    rig.msi.writeConfig(20, 4, 1);
-    assert.equal(rig.msi.readConfig(3, 2), 0xffff, 'unaligned: dropped, all ones');
-    rig.msi.writeConfig(24, 4, 1);
-    assert.deepEqual(rig.msi.counters(), { ignoredAccesses: 2, reservedBitWrites: 3, readOnlyWrites: 1 });
   });
 });

@@ -1,7 +1,7 @@
 /**
  * `VfioPciInterrupts`: the VMM side of a passed-through PCI function's interrupts. It stands
  * between the guest's view (the function's INTx pin, its MSI and MSI-X capabilities, modelled by
- * `VfioMsiCapability` and the device layer's `MsixCapability` over the groups `msi` and `msix`)
+ * the device layer's `MsiCapability` and `MsixCapability` over the groups `msi` and `msix`)
  * and the host's VFIO device (`VfioIrqDevice`: the emulated `VfioIrqs`, or the real ioctls), and
  * makes the fewest VFIO_DEVICE_SET_IRQS calls that keep the host in step (seed-apis.md §5.7,
  * §6.13–17, §6.27).
@@ -126,7 +126,7 @@ interface IntxWiring {
 }
 
 export class VfioPciInterrupts implements Disposable {
-  /** The MSI vectors, for `VfioMsiCapability`; undefined when the function has no MSI capability. */
+  /** The MSI vectors, for `MsiCapability`; undefined when the function has no MSI capability. */
   readonly msi: VfioVectorGroup | undefined;
   /** The MSI-X vectors, for an `MsixCapability`; undefined when the function has no MSI-X capability. */
   readonly msix: VfioVectorGroup | undefined;

@@ -7,11 +7,11 @@ import { IrqChipError } from '../base/errors.ts';
 import { makeMachine, programIoapicPin, vcpuOf, type TestMachine } from '../chip/chip-test-support.ts';
 import type { SimInterruptHandler } from '../chip/sim-vcpu.ts';
 import { msiTo, serviceSignalledEvents } from '../device/device-test-support.ts';
+import { MsiCapability } from '../device/msi-capability.ts';
 import { MSIX_ENABLE, MSIX_FUNCTION_MASK, MSIX_TABLE_ENTRY_BYTES, MsixCapability, MsixEntryField } from '../device/msix-capability.ts';
 import type { Event } from '../event/event.ts';
 import { VfioIrqs, type VfioIrqsConfig } from './vfio-irqs.ts';
 import type { VfioIrqDevice } from './vfio-irq-device.ts';
-import { VfioMsiCapability } from './vfio-msi-capability.ts';
 import { VfioPciInterrupts } from './vfio-pci-interrupts.ts';
 import {
   decodeIrqSet,
@@ -107,7 +107,7 @@ export interface PassthroughRig {
   readonly device: RecordingDevice;
   readonly vfio: VfioPciInterrupts;
   readonly msix: MsixCapability;
-  readonly msi: VfioMsiCapability;
+  readonly msi: MsiCapability;
   readonly guest: MsixDriver;
 }
 
@@ -133,7 +133,7 @@ export function makePassthroughRig(options: PassthroughOptions = {}): Passthroug
   const msiVectors = vfio.msi;
   if (msixVectors === undefined || msiVectors === undefined) throw new Error('the rig needs MSI and MSI-X');
   const msix = new MsixCapability({ group: msixVectors, table: { bar: 0, offset: 0 }, pba: { bar: 0, offset: MSIX_PBA_OFFSET } });
-  const msi = new VfioMsiCapability({ vectors: msiVectors });
+  const msi = new MsiCapability({ group: msiVectors });
   machine.mmioBus.insert(msix.tableBusDevice(), MSIX_BAR_BASE, msix.tableBytes);
   machine.mmioBus.insert(msix.pbaBusDevice(), MSIX_BAR_BASE + MSIX_PBA_OFFSET, msix.pbaBytes);
   programIoapicPin(machine, INTX_GSI, { vector: INTX_VECTOR, level: true });

@@ -1,7 +1,7 @@
 /**
  * `VfioVectorGroup`: the MSI or the MSI-X vectors of a passed-through function, as the VMM keeps
  * them. It takes the guest's view of each vector (its message, and whether it is masked for
- * delivery) from a capability model (the device layer's `MsixCapability`, `VfioMsiCapability`)
+ * delivery) from a capability model (the device layer's `MsixCapability`, `MsiCapability`)
  * through the `MessageVectorGroup` operations a `ChipInterruptGroup` has too (enable, disable,
  * update, mask, unmask, getPendingState, batch), and keeps what the VMM needs to deliver: one
  * `IrqFdRoute` per vector in use.

@@ -17,7 +17,10 @@ import { IsaDebugExit } from './devices/isa-debug-exit.ts';
 import { PcTestdev } from './devices/pc-testdev.ts';
 import type { PortDevice } from './devices/port-device.ts';
 import { Serial16550 } from './devices/serial-16550.ts';
-import { Gsi, Port } from './machine-layout.ts';
+import { Gsi, PCI_MMIO_WINDOW, Port } from './machine-layout.ts';
+import { createPciBus } from './devices/pci/pci-bus.ts';
+import { IrqAllocator } from '../chip/irq-allocator.ts';
+import { IOAPIC_PIN_COUNT } from '../x86/ioapic/ioapic.ts';
 import type { ForwardedRangeSpec } from './machine-vcpu-data.ts';
 
 export interface MachineDevicesOptions {
@@ -39,7 +42,8 @@ export interface MachineDevices {
   readonly forwardedRanges: { readonly io: readonly ForwardedRangeSpec[]; readonly mmio: readonly ForwardedRangeSpec[] };
   /** Starts what runs on its own (timers, device models). */
   start(): void;
-  stop(): void;
+  /** Stops the timers and shuts the PCI functions' interrupts down. */
+  stop(): Promise<void>;
   /** The first fault of a device's own work (not a guest access), if any. */
   failure(): Error | undefined;
   /** Each device's counters, by device name. */
@@ -88,16 +92,30 @@ export function createMachineDevices(options: MachineDevicesOptions): MachineDev
   }
   placePorts(new FwCfg({ cpuCount: options.cpus, maxCpus: options.cpus, ramBytes: options.memoryBytes, commandLine: options.commandLine }), Port.FwCfg);
 
+  // PCI: the host bridge and the test device. Its MSI and MSI-X vectors take GSIs past the
+  // IOAPIC's pins, from this thread's allocator (the chip's owner is this thread).
+  const gsis = new IrqAllocator();
+  gsis.advanceTo(IOAPIC_PIN_COUNT);
+  const pci = createPciBus({ io: options.io, mmio: options.mmio, chip, gsis });
+  io.push({ name: pci.bridge.busName, base: Port.PciConfig, length: Port.PciConfigBytes });
+  // BARs move when the guest reprograms them: the vCPUs forward the whole window.
+  mmio.push({ name: 'pci-window', base: PCI_MMIO_WINDOW.base, length: PCI_MMIO_WINDOW.bytes });
+
   return {
     forwardedRanges: { io, mmio },
     start: () => {
       if (pit !== undefined) pitTimer ??= startPitTimer(pit, hostClock);
     },
-    stop: () => {
+    stop: async () => {
       pitTimer?.stop();
       pitTimer = undefined;
+      await pci.close();
     },
     failure: () => undefined,
-    counters: () => Object.fromEntries(counted.map((device) => [device.busName, device.counters()])),
+    counters: () => ({
+      ...Object.fromEntries(counted.map((device) => [device.busName, device.counters()])),
+      [pci.bridge.busName]: pci.bridge.counters(),
+      [pci.testDevice.name]: pci.testDevice.counters(),
+    }),
   };
 }

@@ -268,7 +268,7 @@ export class Machine {
     await Promise.all(this.threads.map((thread) => thread.stop()));
     await this.mailbox.stop();
     await this.service.stop();
-    this.devices.stop();
+    await this.devices.stop();
     const report: MachineReport = {
       end,
       exitCode: exitCodeOf(end),
