@@ -24,3 +24,8 @@ export { VcpuThread, attachVcpuThread, type VcpuThreadOptions } from './vcpu-thr
 export { kickThread, kickVcpuThread } from './vcpu-kick.ts';
 export { VFIO_DIRECTORY, iommuGroupOf, openVfioDevice, type VfioDeviceOptions } from './vfio-container.ts';
 export { kvmUnavailableReason } from './availability.ts';
+export { CHIP_MODES, CHIP_MODE_CAPS, createModeChip, describeModeChip, modeChipView, modeChipCounters, type ChipDescriptor, type ChipMode, type ModeChip } from './chip-mode.ts';
+export { setUpVcpu, type VcpuSetUpOptions } from './vcpu-setup.ts';
+export { getVcpuCpuid, readSupportedCpuid, setVcpuCpuid, supportedCpuid, vcpuCpuidTable, type CpuidEntry } from './kvm-cpuid.ts';
+export { GuestTscClock, MSR_IA32_TSC, vmTscHz, type GuestTscClockDescriptor } from './kvm-guest-tsc.ts';
+export { createKvmPit, setKvmPitReinject } from './kvm-pit.ts';
