@@ -114,7 +114,10 @@ int main(void) {
   printf("timer rate at /1: %lu counts/ms; %u counts at /1: %lu us; %u counts at /16: %lu us\n", counts_per_ms, measure_count, tsc_to_us(by_1), measure_count / DIVIDER_RATIO, tsc_to_us(by_16));
   CHECK(7, by_1 != 0 && by_16 != 0 && by_16 * 2 >= by_1 && by_16 <= by_1 * 2, "/16 counts 16 times slower than /1 (the same time, within a factor of 2)");
 
-  /* Periodic. */
+  /* Periodic, with the rate of the shortest of several one-shots: the first one-shot's time includes
+   * any delay in delivering its interrupt (a busy host), which would make the period too short. */
+  u64 by_1_us = tsc_to_us(by_1);
+  if (by_1_us != 0) counts_per_ms = (u64)measure_count * 1000 / by_1_us;
   lapic_write(LAPIC_TIMER_DIVIDE, TDCR_DIVIDE_BY_1);
   lapic_write(LAPIC_LVT_TIMER, VECTOR_TIMER | LVT_TIMER_PERIODIC);
   /* KVM's local APIC keeps the mode bits only when the vCPU's CPUID was set (its timer mode mask

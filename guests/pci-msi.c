@@ -283,7 +283,7 @@ static void enumerate(void) {
     if (id == ABSENT_ID) continue;
     found++;
     printf("  00:%02x.0 %04x:%04x class %06x\n", device, id & 0xffff, id >> 16, config_read32(device, PCI_CLASS_REVISION) >> 8);
-    if (id == TEST_DEVICE_ID) slot = device;
+    if (id == TEST_DEVICE_ID && slot == PCI_DEVICES) slot = device; /* the first test function */
   }
   CHECK(3, config_read32(0, PCI_ID) == HOST_BRIDGE_ID && config_read32(0, PCI_CLASS_REVISION) >> 16 == CLASS_HOST_BRIDGE, "device 0 is the i440FX host bridge");
   CHECK(4, slot < PCI_DEVICES, "the test device (1af4:10f0) is on bus 0, at device %u; %u functions found", slot, found);

@@ -3,13 +3,14 @@
  * The `irqchip` command.
  *   irqchip run <image>   boots an image on KVM with the chosen chip (src/vmm/run-command.ts)
  *   irqchip info          what this host's KVM offers (src/vmm/host-info.ts)
- *   irqchip demo          the demonstration `npm start` runs (the default command)
+ *   irqchip demo          the demonstration `npm start` runs (the default command): the demo guest
+ *                         on KVM (src/vmm/demo/), or the simulated machine (src/demo/) without KVM
  * A caller's mistake (no KVM, a bad image, an option out of range) prints one line, not a stack
  * trace, and exits with 1.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { IrqChipError } from '../base/errors.ts';
-import { CHIP_MODES, type ChipMode } from '../kvm/chip-mode.ts';
+import { CHIP_MODES, type ChipMode } from '../kvm/chip-mode-names.ts';
 import { runMachineDemo } from '../demo/machine-demo.ts';
 import { formatMachineReport } from '../demo/machine-report.ts';
 import { DEFAULT_MEMORY_MIB } from '../vmm/machine-layout.ts';
@@ -65,21 +66,53 @@ program
     });
   });
 
+/** Why the KVM demo cannot run here, or undefined: /dev/kvm must open and the native addon load (imported only now, so the simulated demo needs neither). */
+async function kvmDemoUnavailableReason(): Promise<string | undefined> {
+  try {
+    const { kvmUnavailableReason } = await import('../kvm/availability.ts');
+    return kvmUnavailableReason();
+  } catch (error) {
+    return `the native addon cannot be loaded: ${error instanceof Error ? error.message : String(error)}`;
+  }
+}
+
+interface DemoOptions {
+  duration: number;
+  timerPeriod: number;
+  simulated: boolean;
+  seed?: number;
+}
+
+/** The simulated PC (src/demo/): vCPUs and devices on worker threads, no KVM. */
+async function simulatedDemo(options: DemoOptions): Promise<number> {
+  const report = await runMachineDemo({
+    durationMs: options.duration,
+    timerPeriodUs: options.timerPeriod,
+    ...(options.seed === undefined ? {} : { seed: options.seed }),
+  });
+  process.stdout.write(`${formatMachineReport(report)}\n`);
+  return report.accounted ? 0 : 1;
+}
+
 program
   .command('demo', { isDefault: true })
-  .description('run a small simulated PC (vCPUs and devices on worker threads) and account for every interrupt')
-  .option('-d, --duration <ms>', 'how long the devices raise interrupts, in ms of host time', positiveInteger, 2_000)
+  .description(
+    'boot the demo guest on KVM (two vCPUs, the userspace chip: a LAPIC timer, IPIs, a level-triggered PCI device, MSI-X) with a live status line and a final table; where KVM cannot be used, run the simulated machine instead',
+  )
+  .option('-d, --duration <ms>', 'how long the interrupt sources run, in ms', positiveInteger, 2_000)
   .option('-t, --timer-period <µs>', "the guest's LAPIC timer period (the LAPIC holds it to at least 200 µs)", positiveInteger, 1_000)
-  .option('--seed <n>', "seed of the devices' arrival schedule", positiveInteger)
-  .action(async (options: { duration: number; timerPeriod: number; seed?: number }) => {
+  .option('--simulated', 'run the simulated machine even where KVM can be used', false)
+  .option('--seed <n>', "seed of the simulated machine's device arrival schedule", positiveInteger)
+  .action(async (options: DemoOptions) => {
     await guarded('demo', async () => {
-      const report = await runMachineDemo({
-        durationMs: options.duration,
-        timerPeriodUs: options.timerPeriod,
-        ...(options.seed === undefined ? {} : { seed: options.seed }),
-      });
-      process.stdout.write(`${formatMachineReport(report)}\n`);
-      return report.accounted ? 0 : 1;
+      if (options.simulated) return simulatedDemo(options);
+      const unavailable = await kvmDemoUnavailableReason();
+      if (unavailable !== undefined) {
+        process.stderr.write(`irqchip demo: KVM cannot be used here (${unavailable}); running the simulated machine instead\n`);
+        return simulatedDemo(options);
+      }
+      const { kvmDemoCommand } = await import('../vmm/demo/kvm-demo.ts');
+      return kvmDemoCommand({ durationMs: options.duration, timerPeriodUs: options.timerPeriod });
     });
   });
 

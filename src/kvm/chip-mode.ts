@@ -7,6 +7,7 @@
  */
 
 import type { Clock } from '../base/clock.ts';
+import type { ChipMode } from './chip-mode-names.ts';
 import type { IrqChip } from '../chip/irq-chip.ts';
 import { UserspaceIrqChip, type UserspaceIrqChipDescriptor, type UserspaceIrqChipOptions } from '../chip/userspace-irq-chip.ts';
 import type { DeviceInterruptChip } from '../device/device-chip.ts';
@@ -18,8 +19,7 @@ import type { KvmVm } from './kvm-vm.ts';
 import { USERSPACE_APIC_MSR_CAPS, routeApicMsrsToUserspace } from './userspace-apic-msrs.ts';
 import type { VcpuThreadOptions } from './vcpu-thread.ts';
 
-export type ChipMode = 'kernel' | 'split' | 'userspace';
-export const CHIP_MODES: readonly ChipMode[] = ['kernel', 'split', 'userspace'];
+export { CHIP_MODES, type ChipMode } from './chip-mode-names.ts';
 
 /** A VM's chip of one mode, as the VMM's thread owns it. */
 export type ModeChip =

@@ -45,6 +45,23 @@ describe('KvmVcpu registers and start-up', { skip }, () => {
     }
   });
 
+  test('KVM_INTERRUPT takes one vector until the next KVM_RUN: after one, readyForInterrupt() says no (a second would replace the first)', () => {
+    const vm = KvmVm.create({ memoryBytes: 0x10000 });
+    const vcpu = KvmVcpu.create(vm, 0);
+    try {
+      // sti; nop; hlt: the HLT exit comes with interrupts enabled and no interrupt shadow.
+      vm.memory.set([0xfb, 0x90, 0xf4], 0x2000);
+      vcpu.applySipi({ vector: 2, csSelector: 0x200, csBase: 0x2000, ip: 0 });
+      assert.equal(vcpu.run(), KvmExit.HLT);
+      assert.equal(vcpu.readyForInterrupt(), true, 'KVM says an interrupt can be injected now');
+      vcpu.interrupt(0x30);
+      assert.equal(vcpu.readyForInterrupt(), false, 'the queued vector is not taken yet: no second injection before KVM_RUN');
+    } finally {
+      vcpu.close();
+      vm.close();
+    }
+  });
+
   test('applyInit gives the SDM INIT state: F000:FFF0 with CS base 0xffff0000, CR0 0x60000010, rdx 0x600, CR4 and EFER clear', () => {
     const vm = KvmVm.create({ memoryBytes: 0x10000 });
     const vcpu = KvmVcpu.create(vm, 0);

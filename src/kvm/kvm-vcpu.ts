@@ -277,6 +277,10 @@ export class KvmVcpu implements Vcpu {
     checkRange(vector, 0, 0xff, 'interrupt vector');
     this.vector[0] = vector;
     this.ioctl(KvmIoctl.INTERRUPT, this.vector, 'KVM_INTERRUPT');
+    // KVM queues one interrupt (kvm_queue_interrupt) and a second KVM_INTERRUPT before the next
+    // KVM_RUN replaces it, yet ready_for_interrupt_injection is refreshed only when KVM_RUN
+    // returns: clear it ourselves, so `readyForInterrupt()` says no until KVM has taken this one.
+    this.run8[KvmRunLayout.READY_FOR_INTERRUPT_INJECTION] = 0;
   }
 
   injectNmi(): void {

@@ -115,7 +115,7 @@ export function createMachineDevices(options: MachineDevicesOptions): MachineDev
     counters: () => ({
       ...Object.fromEntries(counted.map((device) => [device.busName, device.counters()])),
       [pci.bridge.busName]: pci.bridge.counters(),
-      [pci.testDevice.name]: pci.testDevice.counters(),
+      ...Object.fromEntries(pci.testDevices.map((device) => [device.name, device.counters()])),
     }),
   };
 }

@@ -10,15 +10,18 @@ import { PCI_TEST_DEVICE_SLOT, createPciBus } from './pci-bus.ts';
 import { PCI_TEST_MSIX_BAR, PCI_TEST_REGISTERS_BAR } from './pci-test-device.ts';
 
 describe('createPciBus', () => {
-  test('the bridge answers at 0xcf8-0xcff, the test device at slot 3 with its BARs decoded; close takes it all back', async () => {
+  test('the bridge answers at 0xcf8-0xcff, the test functions at devices 3 and 4 with their BARs decoded; close takes it all back', async () => {
     const machine = makeMachine();
     const pci = createPciBus({ io: machine.ioBus, mmio: machine.mmioBus, chip: machine.chip, gsis: machine.allocator });
     assert.equal(machine.ioBus.resolve(Port.PciConfig)?.device, pci.bridge);
     assert.equal(machine.ioBus.resolve(Port.PciConfig + Port.PciConfigBytes - 1)?.device, pci.bridge);
-    const bars = [PCI_TEST_REGISTERS_BAR, PCI_TEST_MSIX_BAR].map((index) => pci.bridge.decodedAddress(pci.testDevice, index));
+    assert.equal(pci.testDevices.length, 2);
+    assert.equal(pci.testDevices[0], pci.testDevice);
+    const bars = pci.testDevices.flatMap((device) => [PCI_TEST_REGISTERS_BAR, PCI_TEST_MSIX_BAR].map((index) => pci.bridge.decodedAddress(device, index)));
     for (const address of bars) assert.ok(address !== undefined && address >= PCI_MMIO_WINDOW.base);
-    assert.equal(pci.testDevice.intxGsi, Gsi.PciTestDeviceIntx);
-    assert.equal(machine.chip.irqEventTokens().length, 1, 'the level event of INTA#');
+    assert.equal(new Set(bars).size, bars.length, 'every BAR has its own address');
+    for (const device of pci.testDevices) assert.equal(device.intxGsi, Gsi.PciTestDeviceIntx);
+    assert.equal(machine.chip.irqEventTokens().length, 2, 'the level event of each function\'s INTA#');
     await pci.close();
     assert.equal(machine.ioBus.resolve(Port.PciConfig), undefined);
     for (const address of bars) assert.equal(machine.mmioBus.resolve(address ?? 0), undefined);
@@ -30,7 +33,7 @@ describe('createPciBus', () => {
     const machine = makeMachine();
     const first = createPciBus({ io: machine.ioBus, mmio: machine.mmioBus, chip: machine.chip, gsis: machine.allocator });
     assert.throws(() => createPciBus({ io: machine.ioBus, mmio: machine.mmioBus, chip: machine.chip, gsis: machine.allocator }), rejectsWith('EEXIST'));
-    assert.equal(machine.chip.irqEventTokens().length, 1);
+    assert.equal(machine.chip.irqEventTokens().length, 2, 'only the first bus\'s two functions');
     return first.close();
   });
 });

@@ -16,6 +16,12 @@ import { PciTestDevice, type PciTestDeviceChip } from './pci-test-device.ts';
 
 /** The test device's device number on bus 0 (QEMU PC's PIRQ routing wires its INTA# to IRQ 11). */
 export const PCI_TEST_DEVICE_SLOT = 3;
+/**
+ * A second test function, at device 4 (QEMU PC's PIRQ routing also puts its INTA# on IRQ 11): a
+ * function with MSI or MSI-X enabled keeps INTA# off (PCI 3.0 §6.8.1.3), so a guest that wants a
+ * level source and an MSI-X source at once (the demo) uses one function for each.
+ */
+export const PCI_SECOND_TEST_DEVICE_SLOT = 4;
 
 export interface PciBusOptions {
   /** The device thread's port bus: the bridge takes `Port.PciConfig`. */
@@ -30,7 +36,10 @@ export interface PciBusOptions {
 
 export interface PciBus {
   readonly bridge: PciHostBridge;
+  /** The test function at device 3. */
   readonly testDevice: PciTestDevice;
+  /** Every test function: devices 3 and 4. */
+  readonly testDevices: readonly PciTestDevice[];
   /** Takes the bridge off the port bus and the BARs off the MMIO bus, and shuts the test device's interrupts down. */
   close(): Promise<void>;
 }
@@ -39,25 +48,38 @@ export interface PciBus {
 export function createPciBus(options: PciBusOptions): PciBus {
   const bridge = new PciHostBridge({ mmio: options.mmio, window: PCI_MMIO_WINDOW });
   options.io.insert(bridge, Port.PciConfig, Port.PciConfigBytes);
-  let testDevice: PciTestDevice | undefined;
+  const testDevices: PciTestDevice[] = [];
+  const closeDevices = async (): Promise<void> => {
+    await Promise.all(testDevices.map((device) => device.close()));
+  };
   try {
-    testDevice = new PciTestDevice({ chip: options.chip, gsis: options.gsis, intxGsi: Gsi.PciTestDeviceIntx });
-    bridge.attach(PCI_TEST_DEVICE_SLOT, testDevice);
+    for (const slot of [PCI_TEST_DEVICE_SLOT, PCI_SECOND_TEST_DEVICE_SLOT]) {
+      const device = new PciTestDevice({
+        chip: options.chip,
+        gsis: options.gsis,
+        intxGsi: Gsi.PciTestDeviceIntx,
+        ...(slot === PCI_TEST_DEVICE_SLOT ? {} : { device: { id: slot, name: `pci-test-device-${slot}` } }),
+      });
+      testDevices.push(device);
+      bridge.attach(slot, device);
+    }
     bridge.assignResources();
   } catch (error) {
     bridge.stopDecoding();
     options.io.remove(Port.PciConfig);
-    void testDevice?.close();
+    void closeDevices();
     throw error;
   }
-  const device = testDevice;
+  const [testDevice] = testDevices;
+  if (testDevice === undefined) throw new Error('unreachable: the bus has its test functions');
   return {
     bridge,
-    testDevice: device,
+    testDevice,
+    testDevices,
     close: async () => {
       bridge.stopDecoding();
       options.io.remove(Port.PciConfig);
-      await device.close();
+      await closeDevices();
     },
   };
 }

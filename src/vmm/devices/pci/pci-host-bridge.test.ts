@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { Bus, MMIO_ADDRESS_LIMIT, type BusDevice } from '../../../chip/bus.ts';
 import { rejectsWith } from '../../../testing/irq-chip-error.ts';
 import { Gsi, PCI_MMIO_WINDOW, Port } from '../../machine-layout.ts';
-import { PCI_TEST_DEVICE_SLOT } from './pci-bus.ts';
+import { PCI_SECOND_TEST_DEVICE_SLOT, PCI_TEST_DEVICE_SLOT } from './pci-bus.ts';
 import { PciConfigHeader } from './pci-config-header.ts';
 import { I440FX_IDENTITY, PciHostBridge } from './pci-host-bridge.ts';
 import { PciCommand, PciConfigOffset, barOffset, type PciFunction } from './pci-function.ts';
@@ -76,7 +76,7 @@ describe('PCI host bridge: enumeration of bus 0', () => {
     assert.equal(guest.configRead(0, PciConfigOffset.InterruptPin, 1), 0, 'no interrupt pin');
   });
 
-  test('a scan finds exactly the host bridge and the test device; every other slot, function and bus aborts with all ones', (t) => {
+  test('a scan finds exactly the host bridge and the two test functions; every other slot, function and bus aborts with all ones', (t) => {
     const { guest, pci } = makePciMachine(t);
     const found: string[] = [];
     for (let device = 0; device < 32; device++) {
@@ -85,8 +85,9 @@ describe('PCI host bridge: enumeration of bus 0', () => {
         if (ids !== 0xffffffff) found.push(`${device}.${fn} ${ids.toString(16)}`);
       }
     }
-    assert.deepEqual(found, ['0.0 12378086', `${PCI_TEST_DEVICE_SLOT}.0 ${((PCI_TEST_DEVICE_IDENTITY.deviceId << 16) | PCI_TEST_DEVICE_IDENTITY.vendorId).toString(16)}`]);
-    assert.equal(pci.bridge.counters().masterAborts, 32 * 8 - 2);
+    const testIds = ((PCI_TEST_DEVICE_IDENTITY.deviceId << 16) | PCI_TEST_DEVICE_IDENTITY.vendorId).toString(16);
+    assert.deepEqual(found, ['0.0 12378086', `${PCI_TEST_DEVICE_SLOT}.0 ${testIds}`, `${PCI_SECOND_TEST_DEVICE_SLOT}.0 ${testIds}`]);
+    assert.equal(pci.bridge.counters().masterAborts, 32 * 8 - 3);
     guest.outPort(Port.PciConfig, 4, PciGuest.address(0, 0, 0, 1));
     assert.equal(guest.inPort(CONFIG_DATA, 4), 0xffffffff, 'bus 1 does not exist');
   });
