@@ -108,9 +108,9 @@ test('runMachineDemo refuses a duration or timer period it cannot run', async ()
   await assert.rejects(runMachineDemo({ timerPeriodUs: 0.5 }), RangeError);
 });
 
-test('npm start: the irqchip command runs the demo, prints the summary and exits 0 on its own', async () => {
+test('irqchip demo --simulated: the simulated machine runs, prints the summary and exits 0 on its own', async () => {
   const main = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', main, 'demo', '--duration', '200'], { timeout: 120_000 });
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', main, 'demo', '--simulated', '--duration', '200'], { timeout: 120_000 });
   assert.match(stdout, /source\s+raised\s+delivered\s+coalesced/);
   assert.match(stdout, /\nevery interrupt accounted for: yes/);
 });

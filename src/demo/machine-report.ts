@@ -5,6 +5,7 @@
  * is accounted for. `formatMachineReport` renders it for a person.
  */
 
+import { formatTable } from '../base/text-table.ts';
 import type { ChipCounterName } from '../chip/userspace-irq-chip.ts';
 import type { IoapicCounter } from '../x86/ioapic/ioapic.ts';
 import type { LocalApic } from '../x86/lapic/local-apic.ts';
@@ -245,24 +246,6 @@ function source(row: Omit<SourceSummary, 'balanced' | 'lost' | 'resamples'> & { 
 // ---------------------------------------------------------------------------------------------
 // Text
 // ---------------------------------------------------------------------------------------------
-
-type Cell = string | number;
-
-/**
- * Formats rows of one shape as an aligned text table, columns in the order of the first row's
- * keys; numbers are right-aligned.
- */
-function formatTable(rows: readonly Readonly<Record<string, Cell>>[]): string {
-  const header = Object.keys(rows[0] ?? {});
-  const cells = rows.map((row) => header.map((key) => row[key] ?? ''));
-  const widths = header.map((title, column) => Math.max(title.length, ...cells.map((cell) => String(cell[column] ?? '').length)));
-  const line = (values: readonly Cell[]) =>
-    values
-      .map((value, column) => (typeof value === 'number' ? String(value).padStart(widths[column] ?? 0) : value.padEnd(widths[column] ?? 0)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), line(widths.map((width) => '-'.repeat(width))), ...cells.map(line)].join('\n');
-}
 
 const SOURCE_COLUMN = 16;
 

@@ -6,7 +6,7 @@
 import type { DemoAccounting } from './demo-accounting.ts';
 import { DEMO_SOURCES, DEMO_SOURCE_LABELS, DemoPhase } from './demo-layout.ts';
 import type { DemoSample } from './demo-sampler.ts';
-import { formatTable } from './text-table.ts';
+import { formatTable } from '../../base/text-table.ts';
 
 const PHASE_NAMES: Readonly<Record<DemoPhase, string>> = {
   [DemoPhase.Booting]: 'booting',
