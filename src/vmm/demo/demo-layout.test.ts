@@ -23,18 +23,8 @@ import {
   DemoWord,
   demoCommandLine,
 } from './demo-layout.ts';
+import { guestHeaderDefines } from '../guest-header-test-support.ts';
 
-const HEADER = new URL('../../../guests/lib/demo-status.h', import.meta.url);
-
-/** `#define NAME value` lines with an integer value (decimal or hex). */
-function integerDefines(text: string): ReadonlyMap<string, number> {
-  const defines = new Map<string, number>();
-  for (const match of text.matchAll(/^#define\s+(\w+)\s+(0x[0-9a-f]+|\d+)\b/gim)) {
-    const [, name, value] = match;
-    if (name !== undefined && value !== undefined) defines.set(name, Number(value));
-  }
-  return defines;
-}
 
 /** DemoWord.TimerPeriodUs → DEMO_WORD_TIMER_PERIOD_US. */
 function macroName(prefix: string, key: string): string {
@@ -42,8 +32,7 @@ function macroName(prefix: string, key: string): string {
 }
 
 describe('guests/lib/demo-status.h', () => {
-  const header = readFileSync(HEADER, 'utf8');
-  const defines = integerDefines(header);
+  const defines = guestHeaderDefines('demo-status.h');
 
   test('its address, magic, limits, vectors and exit value are demo-layout.ts’s', () => {
     const expected: Record<string, number> = {

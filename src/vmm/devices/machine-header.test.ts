@@ -5,21 +5,11 @@
  */
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { Gsi, MAX_VCPUS, PCI_MMIO_WINDOW, Port, TESTDEV_IRQ_LINES } from '../machine-layout.ts';
+import { guestHeaderDefines } from '../guest-header-test-support.ts';
 import { FwCfgKey } from './fw-cfg.ts';
 
-/** `#define NAME value` lines with an integer value (decimal or hex, an optional u/l suffix). */
-function integerDefines(file: string): ReadonlyMap<string, number> {
-  const text = readFileSync(new URL(`../../../guests/lib/${file}`, import.meta.url), 'utf8');
-  const defines = new Map<string, number>();
-  for (const match of text.matchAll(/^#define\s+(\w+)\s+(0x[0-9a-f]+|\d+)[ul]*\b/gim)) {
-    const [, name, value] = match;
-    if (name !== undefined && value !== undefined) defines.set(name, Number(value));
-  }
-  return defines;
-}
 
 /** The same name on the data port: fw_cfg's data register is the one after its selector. */
 const FW_CFG_DATA_OFFSET = 1;
@@ -28,7 +18,7 @@ const PCI_CONFIG_DATA_OFFSET = 4;
 
 describe('guests/lib/machine.h', () => {
   test('its ports, GSIs, limits, window and fw_cfg keys are machine-layout.ts’s and fw-cfg.ts’s', () => {
-    const defines = new Map([...integerDefines('runtime.h'), ...integerDefines('machine.h')]);
+    const defines = new Map([...guestHeaderDefines('runtime.h'), ...guestHeaderDefines('machine.h')]);
     const expected: Record<string, number> = {
       PORT_PIT: Port.Pit,
       PORT_SYSTEM_CONTROL_B: Port.SystemControlB,
